@@ -1,0 +1,45 @@
+# Makefile - a thin wrapper over CMake (like neovim's): `make`, `make run`, `make test`.
+BUILD_DIR ?= build
+BUILD_TYPE ?= RelWithDebInfo
+SANITIZE ?= OFF
+CMAKE_FLAGS ?=
+JOBS ?= $(shell nproc)
+
+.PHONY: all deps build run test test-unit test-integration clean distclean format
+
+all: build
+
+deps:
+	scripts/setup-deps
+
+$(BUILD_DIR)/CMakeCache.txt:
+	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DTIDE_SANITIZE=$(SANITIZE) $(CMAKE_FLAGS)
+
+build: $(BUILD_DIR)/CMakeCache.txt
+	cmake --build $(BUILD_DIR) -j $(JOBS)
+
+# Runs tide in the foreground under supervisord (Ctrl-C stops everything).
+run: deps build
+	scripts/run-tide
+
+# The whole suite: unit and integration tests, built with ASan+UBSan.
+test: deps
+	$(MAKE) build BUILD_DIR=build-test SANITIZE=ON
+	cd build-test && ctest --output-on-failure --timeout 600 $(CTEST_ARGS)
+
+test-unit: deps
+	$(MAKE) build BUILD_DIR=build-test SANITIZE=ON
+	cd build-test && ctest --output-on-failure -L unit $(CTEST_ARGS)
+
+test-integration: deps
+	$(MAKE) build BUILD_DIR=build-test SANITIZE=ON
+	cd build-test && ctest --output-on-failure -L integration $(CTEST_ARGS)
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf $(BUILD_DIR) build-test
+
+distclean: clean
+	rm -rf run

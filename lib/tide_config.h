@@ -1,0 +1,129 @@
+/* tide_config.h - tide.yml: one schema table from which parsing, validation, defaults and the
+ * commented default file all come.
+ *
+ * Every process reads the whole file and validates every section, so a typo anywhere stops
+ * every program before it does anything. Relative paths are resolved against the directory of
+ * the config file. */
+#ifndef TIDE_CONFIG_H
+#define TIDE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#define CFG_STR  256
+#define CFG_PATH 1024
+
+typedef struct {
+    char service[64];
+
+    struct {
+        char host[CFG_STR];
+        int port;
+        int connect_timeout_ms;
+        int command_timeout_ms;
+    } redis;
+
+    struct {
+        char stats[CFG_STR];            /* tide-metrics binds SUB, proxies connect PUB */
+        char metrics[CFG_STR];          /* tide-metrics binds PUB */
+        char scaler_events[CFG_STR];    /* tide-scaler binds PUB */
+        char scaler_control[CFG_STR];   /* tide-scaler binds REP */
+        char executor_control[CFG_STR]; /* tide-executor binds REP */
+        char executor_events[CFG_STR];  /* tide-executor binds PUB */
+    } endpoints;
+
+    struct {
+        char host[CFG_STR];      /* where instances listen (the ip of ip:port) */
+        int base_port;           /* production<N> listens on base_port + N */
+        char name_prefix[32];    /* "production" */
+        char health_path[CFG_STR];
+        int health_timeout_ms;   /* readiness: how long a new instance may take to answer */
+        char command[CFG_PATH];  /* process driver: the program each instance runs */
+        char args[CFG_PATH];     /* process driver: extra arguments for it */
+        char image[CFG_STR];     /* docker driver: the image each container runs */
+    } app;
+
+    struct {
+        char listen[CFG_STR];
+        int workers;
+        int stats_interval_ms;
+        int pool_poll_ms;
+        int connect_timeout_ms;
+        int response_timeout_ms;
+        int idle_timeout_ms;
+        int max_header_size;
+        int max_connections;
+        int upstream_idle_per_instance;
+        int drain_timeout_ms;
+    } proxy;
+
+    struct {
+        char listen[CFG_STR];
+        int stable_window_s;
+        int panic_window_s;
+        int snapshot_interval_ms;
+        int stale_after_ms;
+    } metrics;
+
+    struct {
+        char policy[16];         /* "target" or "threshold" */
+        int min;
+        int max;
+        double target_rps;       /* target: requests/s one instance should carry */
+        double panic_threshold;  /* target: panic when the panic-window count >= this x current */
+        int max_step;            /* most instances added or removed by one job */
+        double scale_up_rps;     /* threshold: per-instance rps above which one is added */
+        double scale_down_rps;   /* threshold: per-instance rps below which one is removed */
+        int scale_down_delay_s;
+        int settle_ms;           /* READY -> UP */
+        int tick_ms;
+        int job_deadline_ms;
+        int backoff_initial_ms;
+        int backoff_max_ms;
+        int drain_deadline_ms;
+        int request_timeout_ms;  /* lazy pirate: executor REQ timeout */
+        char reconcile[8];       /* "adopt" or "stop": instances running but not in the pool */
+    } scaler;
+
+    struct {
+        char driver[16];         /* "process" or "docker" */
+        char playbooks_dir[CFG_PATH];
+        char inventory[CFG_PATH];
+        char ansible_playbook[CFG_PATH];
+        char state_dir[CFG_PATH];
+        char supervisor_config[CFG_PATH]; /* process driver: supervisord's config file */
+        int job_deadline_ms;
+        int output_tail_lines;
+    } executor;
+
+    char path[CFG_PATH]; /* the file this was loaded from (absolute) */
+    char dir[CFG_PATH];  /* its directory: relative paths are resolved against it */
+} tide_config_t;
+
+/* Fills cfg with every documented default (paths unresolved, relative to the cwd). */
+void config_defaults(tide_config_t *cfg);
+
+/* Loads path over the defaults and validates it against the schema. Returns 0, or a negative
+ * errno-style code with a message naming the file, line and key in err (e.g.
+ * "tide.yml:12: proxy.workerz: unknown key"); cfg is then unspecified. */
+int config_load(const char *path, tide_config_t *cfg, char *err, size_t errlen);
+
+/* Writes the commented default tide.yml (every key, its default and its doc line). */
+void config_write_default(FILE *out);
+
+/* Number of schema entries and the dotted name of entry i (for tests and docs). */
+size_t config_schema_size(void);
+const char *config_schema_name(size_t i);
+
+/* Parses the command line shared by every daemon: -c/--config FILE (default $TIDE_CONFIG or
+ * ./tide.yml), --id ID, -h/--help. Loads the config; on any failure prints the reason to
+ * stderr and exits 2, so a bad config stops the program before it does anything. Arguments it
+ * does not know are an error too. id_out receives --id or "<hostname>-<pid>". */
+void config_from_args(int argc, char **argv, const char *program, tide_config_t *cfg,
+                      char *id_out, size_t id_len);
+
+/* Splits "host:port" into host and port (1..65535). Returns 0 or -EINVAL. */
+int config_split_addr(const char *addr, char *host, size_t hostlen, int *port);
+
+#endif

@@ -1,0 +1,220 @@
+/* tide_redis.c - Redis key names, a reconnecting hiredis connection, and pool reads. */
+#include "tide_redis.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tide_config.h"
+#include "tide_log.h"
+
+const char *redis_key(char *buf, size_t size, const char *service, const char *key)
+{
+    snprintf(buf, size, "tide:%s:%s", service, key);
+    return buf;
+}
+
+struct _redis_conn_t {
+    char host[256];
+    int port;
+    int connect_timeout_ms, command_timeout_ms;
+    redisContext *ctx;
+    bool down_logged; /* log an outage once, not on every retry */
+};
+
+redis_conn_t *redis_conn_new(const char *host, int port, int connect_timeout_ms,
+                             int command_timeout_ms)
+{
+    redis_conn_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    snprintf(self->host, sizeof self->host, "%s", host);
+    self->port = port;
+    self->connect_timeout_ms = connect_timeout_ms;
+    self->command_timeout_ms = command_timeout_ms;
+    return self;
+}
+
+void redis_conn_destroy(redis_conn_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    redis_conn_reset(*self_p);
+    free(*self_p);
+    *self_p = NULL;
+}
+
+void redis_conn_reset(redis_conn_t *self)
+{
+    if (self->ctx) {
+        redisFree(self->ctx);
+        self->ctx = NULL;
+    }
+}
+
+static struct timeval s_tv(int ms)
+{
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    return tv;
+}
+
+redisContext *redis_conn_get(redis_conn_t *self)
+{
+    if (self->ctx)
+        return self->ctx;
+    redisContext *c = redisConnectWithTimeout(self->host, self->port,
+                                              s_tv(self->connect_timeout_ms));
+    if (!c || c->err) {
+        if (!self->down_logged) {
+            log_warn("redis unreachable", "addr=%s:%d err=\"%s\"", self->host, self->port,
+                     c ? c->errstr : "out of memory");
+            self->down_logged = true;
+        }
+        if (c)
+            redisFree(c);
+        return NULL;
+    }
+    if (redisSetTimeout(c, s_tv(self->command_timeout_ms)) != REDIS_OK) {
+        redisFree(c);
+        return NULL;
+    }
+    if (self->down_logged) {
+        log_info("redis reachable again", "addr=%s:%d", self->host, self->port);
+        self->down_logged = false;
+    }
+    self->ctx = c;
+    return c;
+}
+
+redisReply *redis_conn_command(redis_conn_t *self, int argc, const char **argv)
+{
+    redisContext *c = redis_conn_get(self);
+    if (!c)
+        return NULL;
+    redisReply *r = redisCommandArgv(c, argc, argv, NULL);
+    if (!r || c->err) {
+        if (!self->down_logged) {
+            log_warn("redis command failed", "addr=%s:%d err=\"%s\"", self->host, self->port,
+                     c->errstr[0] ? c->errstr : "no reply");
+            self->down_logged = true;
+        }
+        if (r)
+            freeReplyObject(r);
+        redis_conn_reset(self);
+        return NULL;
+    }
+    return r;
+}
+
+static int s_parse_u64(const redisReply *r, uint64_t *out)
+{
+    if (r->type == REDIS_REPLY_NIL) {
+        *out = 0;
+        return 0;
+    }
+    if (r->type == REDIS_REPLY_INTEGER) {
+        *out = r->integer < 0 ? 0 : (uint64_t)r->integer;
+        return 0;
+    }
+    if (r->type != REDIS_REPLY_STRING)
+        return -EBADMSG;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(r->str, &end, 10);
+    if (r->str[0] == '\0' || *end != '\0' || errno)
+        return -EBADMSG;
+    *out = v;
+    return 0;
+}
+
+int redis_read_pool_version(redis_conn_t *conn, const char *service, uint64_t *version)
+{
+    char key[256];
+    const char *argv[] = {"GET", redis_key(key, sizeof key, service, KEY_POOL_VERSION)};
+    redisReply *r = redis_conn_command(conn, 2, argv);
+    if (!r)
+        return -EIO;
+    int rc = s_parse_u64(r, version);
+    freeReplyObject(r);
+    return rc ? -EIO : 0;
+}
+
+static int s_entry_cmp(const void *a, const void *b)
+{
+    const pool_entry_t *x = a, *y = b;
+    /* production2 before production10: compare by length first, then text. */
+    size_t lx = strlen(x->name), ly = strlen(y->name);
+    if (lx != ly)
+        return lx < ly ? -1 : 1;
+    return strcmp(x->name, y->name);
+}
+
+int redis_read_pool(redis_conn_t *conn, const char *service, uint64_t *version,
+                    pool_entry_t *entries, size_t max)
+{
+    redisContext *c = redis_conn_get(conn);
+    if (!c)
+        return -EIO;
+    char kv[256], kp[256];
+    redis_key(kv, sizeof kv, service, KEY_POOL_VERSION);
+    redis_key(kp, sizeof kp, service, KEY_POOL);
+    /* Pipelined MULTI/GET/HGETALL/EXEC: the version and the hash are read together. */
+    const char *a_multi[] = {"MULTI"};
+    const char *a_get[] = {"GET", kv};
+    const char *a_hgetall[] = {"HGETALL", kp};
+    const char *a_exec[] = {"EXEC"};
+    redisAppendCommandArgv(c, 1, a_multi, NULL);
+    redisAppendCommandArgv(c, 2, a_get, NULL);
+    redisAppendCommandArgv(c, 2, a_hgetall, NULL);
+    redisAppendCommandArgv(c, 1, a_exec, NULL);
+    redisReply *replies[4] = {NULL};
+    int rc = 0;
+    for (int i = 0; i < 4; i++) {
+        void *r = NULL;
+        if (redisGetReply(c, &r) != REDIS_OK || !r) {
+            rc = -EIO;
+            break;
+        }
+        replies[i] = r;
+    }
+    if (rc == 0) {
+        redisReply *ex = replies[3];
+        if (ex->type != REDIS_REPLY_ARRAY || ex->elements != 2 ||
+            ex->element[1]->type != REDIS_REPLY_ARRAY) {
+            rc = -EIO;
+        } else if (s_parse_u64(ex->element[0], version) != 0) {
+            rc = -EBADMSG;
+        } else {
+            redisReply *h = ex->element[1];
+            size_t n = 0;
+            for (size_t i = 0; i + 1 < h->elements && n < max; i += 2) {
+                redisReply *k = h->element[i], *v = h->element[i + 1];
+                char host[CFG_STR];
+                int port;
+                if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING ||
+                    k->len >= sizeof entries[n].name || v->len >= sizeof entries[n].addr ||
+                    config_split_addr(v->str, host, sizeof host, &port) != 0) {
+                    log_once_per_kind("redis-pool-entry", "ignoring a malformed pool entry",
+                                      k->type == REDIS_REPLY_STRING ? k->str : "?");
+                    rc = -EBADMSG;
+                    break;
+                }
+                snprintf(entries[n].name, sizeof entries[n].name, "%s", k->str);
+                snprintf(entries[n].addr, sizeof entries[n].addr, "%s", v->str);
+                n++;
+            }
+            if (rc == 0) {
+                qsort(entries, n, sizeof *entries, s_entry_cmp);
+                rc = (int)n;
+            }
+        }
+    }
+    for (int i = 0; i < 4; i++)
+        if (replies[i])
+            freeReplyObject(replies[i]);
+    if (rc == -EIO)
+        redis_conn_reset(conn);
+    return rc;
+}

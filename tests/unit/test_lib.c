@@ -1,0 +1,262 @@
+/* test_lib.c - unit tests of lib/: config schema, windows, histograms, message framing. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tide_config.h"
+#include "tide_hist.h"
+#include "tide_msg.h"
+#include "tide_window.h"
+
+static char s_dir[] = "/tmp/tide-test-lib-XXXXXX";
+
+static int s_load_text(const char *text, tide_config_t *cfg, char *err, size_t errlen)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/tide.yml", s_dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    return config_load(path, cfg, err, errlen);
+}
+
+static void test_config_defaults(void **state)
+{
+    (void)state;
+    tide_config_t cfg;
+    char err[512];
+    assert_int_equal(s_load_text("", &cfg, err, sizeof err), 0);
+    assert_string_equal(cfg.service, "web");
+    assert_string_equal(cfg.proxy.listen, "127.0.0.1:8080");
+    assert_string_equal(cfg.metrics.listen, "127.0.0.1:8081");
+    assert_int_equal(cfg.redis.port, 6379);
+    assert_string_equal(cfg.scaler.policy, "target");
+    assert_int_equal(cfg.metrics.stable_window_s, 60);
+    assert_int_equal(cfg.metrics.panic_window_s, 6);
+}
+
+static void test_config_values_and_paths(void **state)
+{
+    (void)state;
+    tide_config_t cfg;
+    char err[512];
+    int rc = s_load_text("service: shop\nproxy:\n  listen: 127.0.0.1:9999\n  workers: 2\n"
+                         "scaler:\n  target_rps: 12.5\n  policy: threshold\n"
+                         "executor:\n  state_dir: run/x\n  ansible_playbook: ansible-playbook\n",
+                         &cfg, err, sizeof err);
+    assert_int_equal(rc, 0);
+    assert_string_equal(cfg.service, "shop");
+    assert_int_equal(cfg.proxy.workers, 2);
+    assert_true(cfg.scaler.target_rps == 12.5);
+    assert_string_equal(cfg.scaler.policy, "threshold");
+    char want[1200];
+    snprintf(want, sizeof want, "%s/run/x", cfg.dir);
+    assert_string_equal(cfg.executor.state_dir, want);
+    assert_string_equal(cfg.executor.ansible_playbook, "ansible-playbook");
+}
+
+/* Each bad file must fail and the message must name the key and the line. */
+static void test_config_errors(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text, *want1, *want2;
+    } cases[] = {
+        {"proxy:\n  workerz: 2\n", "proxy.workerz", ":2:"},
+        {"proxy:\n  workers: two\n", "proxy.workers", "integer"},
+        {"proxy:\n  workers: 5abc\n", "proxy.workers", "integer"},
+        {"proxy:\n  workers: \"5\"\n", "proxy.workers", "quoted"},
+        {"proxy:\n  workers: 100000\n", "proxy.workers", "out of bounds"},
+        {"scaler:\n  policy: magic\n", "scaler.policy", "allowed"},
+        {"scaler:\n  target_rps: 1e999\n", "scaler.target_rps", ""},
+        {"nosuch:\n  a: 1\n", "nosuch", "unknown key"},
+        {"proxy: 3\n", "proxy", "section"},
+        {"proxy:\n  listen: localhost\n", "proxy.listen", "host:port"},
+        {"proxy:\n  listen: 127.0.0.1:99999\n", "proxy.listen", "host:port"},
+        {"endpoints:\n  stats: http://x\n", "endpoints.stats", "endpoint"},
+        {"scaler:\n  min: 5\n  max: 2\n", "scaler.min", "scaler.max"},
+        {"proxy:\n  workers: 1\n  workers: 2\n", "proxy.workers", "duplicate"},
+        {"proxy: [1, 2\n", "YAML", ":"},
+        {"- a\n- b\n", "(top)", "mapping"},
+        {"scaler:\n  scale_up_rps: 10\n  scale_down_rps: 10\n", "scale_down_rps", "flap"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        tide_config_t cfg;
+        char err[512] = "";
+        int rc = s_load_text(cases[i].text, &cfg, err, sizeof err);
+        if (rc == 0 || !strstr(err, cases[i].want1) || !strstr(err, cases[i].want2))
+            fail_msg("case %zu (%s): rc=%d err=%s", i, cases[i].text, rc, err);
+    }
+}
+
+static void test_config_missing_file(void **state)
+{
+    (void)state;
+    tide_config_t cfg;
+    char err[512];
+    assert_true(config_load("/nonexistent/tide.yml", &cfg, err, sizeof err) < 0);
+    assert_non_null(strstr(err, "/nonexistent/tide.yml"));
+}
+
+/* The generated default file loads and yields exactly the defaults. */
+static void test_config_default_roundtrip(void **state)
+{
+    (void)state;
+    char path[256];
+    snprintf(path, sizeof path, "%s/default.yml", s_dir);
+    FILE *f = fopen(path, "w");
+    config_write_default(f);
+    fclose(f);
+    tide_config_t a, b;
+    char err[512];
+    assert_int_equal(config_load(path, &a, err, sizeof err), 0);
+    assert_int_equal(s_load_text("", &b, err, sizeof err), 0);
+    memset(a.path, 0, sizeof a.path);
+    memset(b.path, 0, sizeof b.path);
+    memset(a.dir, 0, sizeof a.dir);
+    memset(b.dir, 0, sizeof b.dir);
+    assert_memory_equal(&a, &b, sizeof a);
+}
+
+static void test_window(void **state)
+{
+    (void)state;
+    window_t *w = window_new(10, 2);
+    assert_non_null(w);
+    uint64_t one[2] = {1, 10}, out[2];
+    assert_int_equal(window_sum(w, 100, 5, out), 0);
+    window_add(w, 100, one);
+    window_add(w, 100, one);
+    window_add(w, 102, one);
+    assert_int_equal(window_sum(w, 102, 5, out), 3); /* covered 100..102 */
+    assert_int_equal(out[0], 3);
+    assert_int_equal(out[1], 30);
+    assert_int_equal(window_sum(w, 102, 1, out), 1);
+    assert_int_equal(out[0], 1);
+    /* Far later: the old slots must read as zero. */
+    assert_int_equal(window_sum(w, 150, 10, out), 10);
+    assert_int_equal(out[0], 0);
+    window_add(w, 150, one);
+    window_add(w, 120, one); /* too old: ignored */
+    assert_int_equal(window_sum(w, 150, 10, out), 10);
+    assert_int_equal(out[0], 1);
+    window_destroy(&w);
+    assert_null(w);
+    window_destroy(&w);
+    assert_null(window_new(0, 1));
+}
+
+static void test_hist(void **state)
+{
+    (void)state;
+    assert_int_equal(hist_bucket(0), 0);
+    assert_int_equal(hist_bucket(100), 0);
+    assert_int_equal(hist_bucket(101), 1);
+    assert_int_equal(hist_bucket(UINT64_MAX), HIST_BUCKETS - 1);
+    uint64_t b[HIST_BUCKETS] = {0};
+    assert_true(hist_quantile_ms(b, HIST_BUCKETS, 0.5) == 0.0);
+    b[hist_bucket(900)] = 100; /* all in (750, 1000] us */
+    double p50 = hist_quantile_ms(b, HIST_BUCKETS, 0.5);
+    assert_true(p50 > 0.75 && p50 <= 1.0);
+    b[hist_bucket(20000)] = 100;
+    double p99 = hist_quantile_ms(b, HIST_BUCKETS, 0.99);
+    assert_true(p99 > 15.0 && p99 <= 25.0);
+}
+
+static void test_msg_decode(void **state)
+{
+    (void)state;
+    msg_sender_t s;
+    msg_sender_init(&s, "test", "1");
+    Tide__V1__ScalerPool pool = TIDE__V1__SCALER_POOL__INIT;
+    pool.header = msg_sender_next(&s);
+    pool.version = 7;
+    Tide__V1__PoolEntry e = TIDE__V1__POOL_ENTRY__INIT;
+    e.name = "production0";
+    e.addr = "127.0.0.1:9101";
+    Tide__V1__PoolEntry *ep = &e;
+    pool.entries = &ep;
+    pool.n_entries = 1;
+    uint8_t buf[512];
+    size_t len = protobuf_c_message_pack(&pool.base, buf);
+    const char *why = NULL;
+    ProtobufCMessage *m = msg_decode(TOPIC_SCALER_POOL, buf, len, &why);
+    assert_non_null(m);
+    Tide__V1__ScalerPool *got = (Tide__V1__ScalerPool *)m;
+    assert_int_equal(got->version, 7);
+    assert_string_equal(got->entries[0]->addr, "127.0.0.1:9101");
+    protobuf_c_message_free_unpacked(m, NULL);
+    /* Garbage, a wrong topic and a missing header are all refused. */
+    const uint8_t garbage[] = {0xff, 0xff, 0xff, 0xff, 0x0f, 0x01};
+    assert_null(msg_decode(TOPIC_SCALER_POOL, garbage, sizeof garbage, &why));
+    assert_null(msg_decode("nope", buf, len, &why));
+    assert_string_equal(why, "unknown topic");
+    pool.header = NULL;
+    len = protobuf_c_message_pack(&pool.base, buf);
+    assert_null(msg_decode(TOPIC_SCALER_POOL, buf, len, &why));
+}
+
+/* A real PUB/SUB pair: good messages arrive, garbage is dropped and counted. */
+static void test_msg_socket(void **state)
+{
+    (void)state;
+    zsock_t *pull = zsock_new_pull("inproc://test-msg");
+    zsock_t *push = zsock_new_push("inproc://test-msg");
+    assert_non_null(pull);
+    assert_non_null(push);
+    zstr_sendm(push, TOPIC_STATS);
+    zstr_send(push, "garbage");
+    zstr_send(push, "one frame only");
+    msg_sender_t s;
+    msg_sender_init(&s, "test", "1");
+    Tide__V1__ProxyStats st = TIDE__V1__PROXY_STATS__INIT;
+    st.header = msg_sender_next(&s);
+    st.pool_version = 3;
+    assert_int_equal(msg_send(push, TOPIC_STATS, &st.base), 0);
+    uint64_t before = msg_dropped_total();
+    msg_in_t in;
+    zpoller_t *p = zpoller_new(pull, NULL);
+    int ok = 0, bad = 0;
+    while (ok + bad < 3 && zpoller_wait(p, 1000)) {
+        int rc = msg_recv(pull, &in);
+        if (rc == 0) {
+            ok++;
+            assert_string_equal(in.topic, TOPIC_STATS);
+            assert_int_equal(((Tide__V1__ProxyStats *)in.msg)->pool_version, 3);
+            msg_in_free(&in);
+        } else {
+            bad++;
+        }
+    }
+    assert_int_equal(ok, 1);
+    assert_int_equal(bad, 2);
+    assert_int_equal(msg_dropped_total() - before, 2);
+    zpoller_destroy(&p);
+    zsock_destroy(&push);
+    zsock_destroy(&pull);
+}
+
+int main(void)
+{
+    assert_non_null(mkdtemp(s_dir));
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_config_defaults),     cmocka_unit_test(test_config_values_and_paths),
+        cmocka_unit_test(test_config_errors),       cmocka_unit_test(test_config_missing_file),
+        cmocka_unit_test(test_config_default_roundtrip), cmocka_unit_test(test_window),
+        cmocka_unit_test(test_hist),                cmocka_unit_test(test_msg_decode),
+        cmocka_unit_test(test_msg_socket),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", s_dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", s_dir);
+    return rc;
+}
