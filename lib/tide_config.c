@@ -145,7 +145,7 @@ static const centry_t s_schema[] = {
      0, NULL, "the ansible-playbook program"},
     {"executor.state_dir", T_PATH, "../run/executor", F(executor.state_dir), 0, 0, NULL,
      "job files and process-driver program files"},
-    {"executor.supervisor_config", T_PATH, "../run/supervisord.conf",
+    {"executor.supervisor_config", T_PATH, "./supervisord.conf",
      F(executor.supervisor_config), 0, 0, NULL,
      "process driver: the supervisord config whose [include] holds the instances"},
     {"executor.job_deadline_ms", T_INT, "120000", F(executor.job_deadline_ms), 100, 3600000,
