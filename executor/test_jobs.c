@@ -1,0 +1,292 @@
+/* test_jobs.c - unit tests of executor/jobs.c: request validation, the job table, the output
+ * tail, the record view and the LIST result lines. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "jobs.h"
+
+static tide_config_t s_cfg;
+
+static int s_setup(void **state)
+{
+    (void)state;
+    config_defaults(&s_cfg);
+    snprintf(s_cfg.app.host, sizeof s_cfg.app.host, "127.0.0.1");
+    snprintf(s_cfg.app.name_prefix, sizeof s_cfg.app.name_prefix, "production");
+    s_cfg.app.base_port = 9101;
+    s_cfg.scaler.max = 4;
+    s_cfg.executor.output_tail_lines = 3;
+    s_cfg.executor.job_deadline_ms = 5000;
+    return 0;
+}
+
+/* A request with up to 4 instances given as "name host port" triples. */
+typedef struct {
+    Tide__V1__ExecRequest req;
+    Tide__V1__Instance inst[4];
+    Tide__V1__Instance *ptrs[4];
+} req_t;
+
+static void s_req(req_t *r, Tide__V1__JobKind kind, const char *id, size_t n,
+                  const char *const names[], const char *const hosts[], const uint32_t ports[])
+{
+    tide__v1__exec_request__init(&r->req);
+    r->req.kind = kind;
+    r->req.job_id = (char *)id;
+    for (size_t i = 0; i < n; i++) {
+        tide__v1__instance__init(&r->inst[i]);
+        r->inst[i].name = (char *)names[i];
+        r->inst[i].host = (char *)hosts[i];
+        r->inst[i].port = ports[i];
+        r->ptrs[i] = &r->inst[i];
+    }
+    r->req.instances = r->ptrs;
+    r->req.n_instances = n;
+}
+
+#define UP   TIDE__V1__JOB_KIND__JOB_SCALE_UP
+#define DOWN TIDE__V1__JOB_KIND__JOB_SCALE_DOWN
+#define LIST TIDE__V1__JOB_KIND__JOB_LIST
+
+static void test_validate_table(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *what;
+        Tide__V1__JobKind kind;
+        const char *id;
+        size_t n;
+        const char *names[2];
+        const char *hosts[2];
+        uint32_t ports[2];
+        const char *reason; /* NULL: accepted; else a substring of the reason */
+    } cases[] = {
+        // clang-format off
+        {"good", UP, "j1", 1, {"production0"}, {"127.0.0.1"}, {9101}, NULL},
+        {"good pair", UP, "j1", 2, {"production1", "production3"}, {"127.0.0.1", "127.0.0.1"},
+         {9102, 9104}, NULL},
+        {"good down", DOWN, "up-7:a.b_c", 1, {"production2"}, {"127.0.0.1"}, {9103}, NULL},
+        {"list", LIST, "l1", 0, {NULL}, {NULL}, {0}, NULL},
+        {"wrong name", UP, "j", 1, {"staging0"}, {"127.0.0.1"}, {9101},
+         "name must be production<N>"},
+        {"no number", UP, "j", 1, {"production"}, {"127.0.0.1"}, {9101}, "name must be"},
+        {"leading zero", UP, "j", 1, {"production01"}, {"127.0.0.1"}, {9102}, "name must be"},
+        {"junk after N", UP, "j", 1, {"production1x"}, {"127.0.0.1"}, {9102}, "name must be"},
+        {"wrong port", UP, "j", 1, {"production1"}, {"127.0.0.1"}, {9101},
+         "port 9101 is not app.base_port + 1"},
+        {"wrong host", UP, "j", 1, {"production0"}, {"10.0.0.1"}, {9101},
+         "host '10.0.0.1' is not app.host"},
+        {"no host", UP, "j", 1, {"production0"}, {""}, {9101}, "is not app.host"},
+        {"N = max", UP, "j", 1, {"production4"}, {"127.0.0.1"}, {9105}, "out of range"},
+        {"N huge", UP, "j", 1, {"production99999"}, {"127.0.0.1"}, {9101}, "out of range"},
+        {"duplicate", DOWN, "j", 2, {"production1", "production1"}, {"127.0.0.1", "127.0.0.1"},
+         {9102, 9102}, "named twice"},
+        {"no instances", UP, "j", 0, {NULL}, {NULL}, {0}, "at least one instance"},
+        {"profile", TIDE__V1__JOB_KIND__JOB_PROFILE, "j", 1, {"production0"}, {"127.0.0.1"},
+         {9101}, "not supported"},
+        {"status", TIDE__V1__JOB_KIND__JOB_STATUS, "j", 0, {NULL}, {NULL}, {0}, "not a job"},
+        {"empty id", LIST, "", 0, {NULL}, {NULL}, {0}, "bad job_id"},
+        {"dotted id", LIST, "..", 0, {NULL}, {NULL}, {0}, "bad job_id"},
+        {"slash id", LIST, "a/b", 0, {NULL}, {NULL}, {0}, "bad job_id"},
+        {"space id", LIST, "a b", 0, {NULL}, {NULL}, {0}, "bad job_id"},
+        // clang-format on
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        req_t r;
+        s_req(&r, cases[i].kind, cases[i].id, cases[i].n, cases[i].names, cases[i].hosts,
+              cases[i].ports);
+        char reason[512] = "";
+        int rc = jobs_validate(&s_cfg, &r.req, reason, sizeof reason);
+        if (cases[i].reason == NULL) {
+            if (rc != 0)
+                fail_msg("case '%s': refused: %s", cases[i].what, reason);
+        } else {
+            if (rc == 0)
+                fail_msg("case '%s': accepted", cases[i].what);
+            if (!strstr(reason, cases[i].reason))
+                fail_msg("case '%s': reason '%s' lacks '%s'", cases[i].what, reason,
+                         cases[i].reason);
+        }
+    }
+}
+
+static void test_table_resend_and_busy(void **state)
+{
+    (void)state;
+    jobs_t *jobs = jobs_new(&s_cfg, 2);
+    assert_non_null(jobs);
+    const char *names[] = {"production0", "production1"};
+    const char *hosts[] = {"127.0.0.1", "127.0.0.1"};
+    const uint32_t ports[] = {9101, 9102};
+    req_t r;
+    s_req(&r, TIDE__V1__JOB_KIND__JOB_SCALE_UP, "a", 2, names, hosts, ports);
+    job_t *a = jobs_add(jobs, &r.req);
+    assert_non_null(a);
+    assert_int_equal(a->state, TIDE__V1__JOB_STATE__JOB_PENDING);
+    assert_int_equal(a->n_instances, 2);
+    assert_string_equal(a->instances[1].name, "production1");
+    /* A resend of a known id: found, never added twice. */
+    assert_ptr_equal(jobs_find(jobs, "a"), a);
+    assert_null(jobs_add(jobs, &r.req));
+    assert_int_equal(jobs_size(jobs), 1);
+    /* One job per instance at a time. */
+    assert_ptr_equal(jobs_busy(jobs, "production1"), a);
+    assert_null(jobs_busy(jobs, "production2"));
+    a->holds_instances = false;
+    assert_null(jobs_busy(jobs, "production1"));
+    a->holds_instances = true;
+    job_finish(a, TIDE__V1__JOB_STATE__JOB_SUCCEEDED, NULL);
+    assert_null(jobs_busy(jobs, "production1"));
+    assert_true(a->finished_ms >= a->started_ms);
+    /* Finished records are kept up to keep (2), oldest evicted first; running ones stay. */
+    req_t l;
+    s_req(&l, TIDE__V1__JOB_KIND__JOB_LIST, "run", 0, NULL, NULL, NULL);
+    job_t *running = jobs_add(jobs, &l.req);
+    assert_non_null(running);
+    char id[16];
+    for (int i = 0; i < 5; i++) {
+        snprintf(id, sizeof id, "f%d", i);
+        s_req(&l, TIDE__V1__JOB_KIND__JOB_LIST, id, 0, NULL, NULL, NULL);
+        job_t *j = jobs_add(jobs, &l.req);
+        assert_non_null(j);
+        job_finish(j, TIDE__V1__JOB_STATE__JOB_FAILED, "x");
+    }
+    s_req(&l, TIDE__V1__JOB_KIND__JOB_LIST, "last", 0, NULL, NULL, NULL);
+    assert_non_null(jobs_add(jobs, &l.req));
+    assert_null(jobs_find(jobs, "a"));
+    assert_null(jobs_find(jobs, "f2"));
+    assert_non_null(jobs_find(jobs, "f3"));
+    assert_non_null(jobs_find(jobs, "f4"));
+    assert_ptr_equal(jobs_find(jobs, "run"), running);
+    assert_int_equal(jobs_running(jobs), 2);
+    jobs_destroy(&jobs);
+    assert_null(jobs);
+    jobs_destroy(&jobs);
+}
+
+static void test_deadline(void **state)
+{
+    (void)state;
+    jobs_t *jobs = jobs_new(&s_cfg, 0);
+    req_t l;
+    s_req(&l, TIDE__V1__JOB_KIND__JOB_LIST, "d1", 0, NULL, NULL, NULL);
+    job_t *d1 = jobs_add(jobs, &l.req);
+    s_req(&l, TIDE__V1__JOB_KIND__JOB_LIST, "d2", 0, NULL, NULL, NULL);
+    l.req.deadline_ms = 100000;
+    job_t *d2 = jobs_add(jobs, &l.req);
+    assert_int_equal(d2->deadline_mono_ms - d1->deadline_mono_ms >= 94000, 1);
+    jobs_destroy(&jobs);
+}
+
+static void test_output_tail(void **state)
+{
+    (void)state;
+    jobs_t *jobs = jobs_new(&s_cfg, 0);
+    req_t l;
+    s_req(&l, TIDE__V1__JOB_KIND__JOB_LIST, "t", 0, NULL, NULL, NULL);
+    job_t *j = jobs_add(jobs, &l.req);
+    assert_int_equal(j->tail_cap, 3);
+    char clean[JOB_LINE_MAX + 1];
+    job_output(j, "one\r\n", clean);
+    assert_string_equal(clean, "one");
+    job_output(j, "two", NULL);
+    assert_int_equal(j->tail_len, 2);
+    assert_string_equal(job_tail_line(j, 0), "one");
+    job_output(j, "three", NULL);
+    job_output(j, "four", NULL);
+    job_output(j, "five", NULL);
+    assert_int_equal(j->tail_len, 3);
+    assert_string_equal(job_tail_line(j, 0), "three");
+    assert_string_equal(job_tail_line(j, 2), "five");
+    assert_null(job_tail_line(j, 3));
+    /* Control bytes and invalid UTF-8 are replaced; valid UTF-8 stays. */
+    job_output(j, "a\x1b[31mb\xff\xc3\xa9", clean);
+    assert_string_equal(clean, "a [31mb?\xc3\xa9");
+    /* Long lines are cut. */
+    char *big = malloc(5000);
+    memset(big, 'x', 4999);
+    big[4999] = '\0';
+    job_output(j, big, clean);
+    assert_int_equal(strlen(clean), JOB_LINE_MAX);
+    free(big);
+    /* The view carries the tail in order, the instances and the results. */
+    job_instance_t in = {"production0", "127.0.0.1", 9101};
+    assert_int_equal(job_add_result(j, &in, true, true, "ready"), 0);
+    job_finish(j, TIDE__V1__JOB_STATE__JOB_SUCCEEDED, NULL);
+    job_view_t v;
+    assert_int_equal(job_view_init(&v, j), 0);
+    assert_int_equal(v.record.n_output_tail, 3);
+    assert_string_equal(v.record.output_tail[0], "five");
+    assert_int_equal(v.record.n_results, 1);
+    assert_string_equal(v.record.results[0]->instance->name, "production0");
+    assert_true(v.record.results[0]->running);
+    assert_int_equal(v.record.state, TIDE__V1__JOB_STATE__JOB_SUCCEEDED);
+    /* It packs and unpacks. */
+    size_t len = protobuf_c_message_get_packed_size(&v.record.base);
+    uint8_t *buf = malloc(len);
+    protobuf_c_message_pack(&v.record.base, buf);
+    Tide__V1__JobRecord *back = tide__v1__job_record__unpack(NULL, len, buf);
+    assert_non_null(back);
+    assert_string_equal(back->job_id, "t");
+    tide__v1__job_record__free_unpacked(back, NULL);
+    free(buf);
+    job_view_clear(&v);
+    jobs_destroy(&jobs);
+}
+
+static void test_list_lines(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *line;
+        int rc;
+        const char *name;
+        uint32_t port;
+        bool healthy;
+    } cases[] = {
+        {"production0 127.0.0.1 9101 1\n", 0, "production0", 9101, true},
+        {"production12\t127.0.0.1\t9113\tfalse", 0, "production12", 9113, false},
+        {"  production1 127.0.0.1 9102 True  ", 0, "production1", 9102, true},
+        {"production1 127.0.0.1 9102 0", 0, "production1", 9102, false},
+        {"", 1, NULL, 0, false},
+        {"   \n", 1, NULL, 0, false},
+        {"production1 127.0.0.1 9102", -EINVAL, NULL, 0, false},
+        {"production1 127.0.0.1 9102 1 extra", -EINVAL, NULL, 0, false},
+        {"production1 127.0.0.1 port 1", -EINVAL, NULL, 0, false},
+        {"production1 127.0.0.1 70000 1", -EINVAL, NULL, 0, false},
+        {"production1 127.0.0.1 -5 1", -EINVAL, NULL, 0, false},
+        {"production1 127.0.0.1 9102 yes", -EINVAL, NULL, 0, false},
+        {"other1 127.0.0.1 9102 1", -EINVAL, NULL, 0, false},
+        {"production 127.0.0.1 9102 1", -EINVAL, NULL, 0, false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        job_result_t r;
+        int rc = jobs_parse_list_line(cases[i].line, "production", &r);
+        if (rc != cases[i].rc)
+            fail_msg("line '%s': rc %d, want %d", cases[i].line, rc, cases[i].rc);
+        if (rc != 0)
+            continue;
+        assert_string_equal(r.instance.name, cases[i].name);
+        assert_string_equal(r.instance.host, "127.0.0.1");
+        assert_int_equal(r.instance.port, cases[i].port);
+        assert_int_equal(r.ok, cases[i].healthy);
+        assert_true(r.running);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_validate_table), cmocka_unit_test(test_table_resend_and_busy),
+        cmocka_unit_test(test_deadline),       cmocka_unit_test(test_output_tail),
+        cmocka_unit_test(test_list_lines),
+    };
+    return cmocka_run_group_tests(tests, s_setup, NULL);
+}
