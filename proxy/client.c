@@ -1,0 +1,934 @@
+/* client.c - client connections: request parsing, forwarding, responses (see client.h).
+ *
+ * One exchange (request + response) at a time per connection. The parser is paused at the end
+ * of each request; bytes of the next pipelined request wait in `pending` until the response is
+ * done, so responses leave in request order. Request bytes queue as chunks and are kept until
+ * the first response byte (up to RETAIN_MAX), so a request can be replayed when a reused
+ * keep-alive connection turns out closed, or when a connect fails. */
+#include "client.h"
+
+#include <errno.h>
+#include <http_parser.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "headers.h"
+#include "tide_hist.h"
+#include "tide_log.h"
+#include "upstream.h"
+#include "worker.h"
+
+#define RETAIN_MAX     (64 * 1024) /* request bytes kept for a replay */
+#define DOWN_MS        1000        /* after a failed connect, prefer other instances this long */
+#define LINGER_MS      2000        /* after our last byte, read and drop the client's this long */
+#define PENDING_MAX    (64 * 1024) /* pipelined bytes read ahead while a response is pending */
+#define DRAIN_GRACE_MS 300         /* on shutdown, an idle connection may still bring a request */
+
+typedef struct {
+    bool active;
+    bool head, idempotent, keepalive, http10, req_done, trimmed;
+    body_mode_t req_body;
+    chunk_t *q_first, *q_last, *q_next; /* request bytes; [q_first, q_next) already sent */
+    size_t q_bytes, unsent;
+    instance_t *inst;      /* the instance of the current attempt */
+    instance_t *last_inst; /* the instance of the last attempt (for counters) */
+    upstream_conn_t *up;
+    int connect_retries, race_retries;
+    bool counted;
+    bool resp_started, resp_done;
+    bool head_pending; /* the response head waits in scratch to leave with the first body bytes */
+    body_mode_t resp_frame;
+    int status;
+    uint64_t t0_us;
+} exchange_t;
+
+struct client {
+    list_node_t node;
+    worker_t *w;
+    const tide_config_t *cfg;
+    stats_worker_t *st;
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_shutdown_t shutdown_req;
+    int open_handles;
+    http_parser parser;
+    char ip[64];
+    buf_t pending; /* unparsed bytes of pipelined requests */
+    size_t pending_off;
+    buf_t url;
+    hdrs_t hdrs;
+    buf_t scratch; /* head building */
+    bool reading, paused, bp, eof, closing, handles_closing, lingering, drain, up_paused;
+    exchange_t x;
+};
+
+typedef struct {
+    uv_write_t req;
+    chunk_t *chunk;
+    client_t *c;
+} cwreq_t;
+
+static __thread char s_rbuf[64 * 1024]; /* see upstream.c: one per worker thread */
+
+static void s_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+    (void)h;
+    (void)suggested;
+    b->base = s_rbuf;
+    b->len = sizeof s_rbuf;
+}
+
+static void s_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b);
+static void s_advance(client_t *c);
+static void s_up_error(void *owner, const upstream_failure_t *f);
+
+client_t *client_of(list_node_t *node)
+{
+    return list_entry(node, client_t, node);
+}
+
+/* ---- closing ----------------------------------------------------------------------------- */
+
+static void s_on_close(uv_handle_t *h)
+{
+    client_t *c = h->data;
+    if (--c->open_handles > 0)
+        return;
+    buf_free(&c->pending);
+    buf_free(&c->url);
+    buf_free(&c->scratch);
+    hdrs_free(&c->hdrs);
+    worker_client_gone(c->w, &c->node);
+    free(c);
+}
+
+static void s_queue_free(client_t *c)
+{
+    while (c->x.q_first) {
+        chunk_t *next = c->x.q_first->next;
+        chunk_unref(&c->x.q_first);
+        c->x.q_first = next;
+    }
+    c->x.q_last = c->x.q_next = NULL;
+    c->x.q_bytes = c->x.unsent = 0;
+}
+
+/* The current attempt is over (success or not): the instance has one request less. */
+static void s_attempt_end(client_t *c)
+{
+    instance_t *inst = c->x.inst;
+    if (!inst)
+        return;
+    inst->in_flight--;
+    STAT_SET(inst->stats->in_flight, inst->in_flight);
+    c->x.last_inst = inst;
+    c->x.inst = NULL;
+}
+
+/* Drops the exchange without a response (the connection is going away). */
+static void s_exchange_drop(client_t *c)
+{
+    if (!c->x.active)
+        return;
+    upstream_abort(&c->x.up);
+    s_attempt_end(c);
+    s_queue_free(c);
+    STAT_SUB(c->st->c.in_flight, 1);
+    memset(&c->x, 0, sizeof c->x);
+}
+
+static void s_close_handles(client_t *c)
+{
+    c->closing = true;
+    s_exchange_drop(c);
+    if (c->handles_closing)
+        return;
+    c->handles_closing = true;
+    uv_close((uv_handle_t *)&c->tcp, s_on_close);
+    uv_close((uv_handle_t *)&c->timer, s_on_close);
+}
+
+void client_abort(client_t *self)
+{
+    s_close_handles(self);
+}
+
+static void s_on_linger_timer(uv_timer_t *t)
+{
+    s_close_handles(t->data);
+}
+
+static void s_on_shutdown(uv_shutdown_t *req, int status)
+{
+    client_t *c = req->data;
+    if (status < 0 || c->handles_closing) {
+        s_close_handles(c);
+        return;
+    }
+    /* Read and drop what the client still sends for a moment, so closing with unread bytes
+     * does not reset the connection and destroy our last response before the client reads
+     * it. */
+    c->lingering = true;
+    if (uv_read_start((uv_stream_t *)&c->tcp, s_alloc, s_on_read) != 0) {
+        s_close_handles(c);
+        return;
+    }
+    c->reading = true;
+    uv_timer_start(&c->timer, s_on_linger_timer, LINGER_MS, 0);
+}
+
+/* Close once everything written has left: the usual end of a connection. */
+static void s_close_graceful(client_t *c)
+{
+    if (c->closing)
+        return;
+    c->closing = true;
+    s_exchange_drop(c);
+    if (c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = false;
+    }
+    uv_timer_stop(&c->timer);
+    c->shutdown_req.data = c;
+    if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, s_on_shutdown) != 0)
+        s_close_handles(c);
+}
+
+static void s_on_idle_timer(uv_timer_t *t);
+
+void client_drain(client_t *self)
+{
+    self->drain = true;
+    if (self->x.active || self->closing)
+        return; /* the response will say Connection: close, then the connection closes */
+    /* An idle keep-alive connection may have a request on the wire right now: closing at once
+     * would drop it unanswered. Give it a moment; a request arriving in it is answered with
+     * Connection: close. */
+    int grace = self->cfg->proxy.drain_timeout_ms < DRAIN_GRACE_MS
+                    ? self->cfg->proxy.drain_timeout_ms
+                    : DRAIN_GRACE_MS;
+    uv_timer_start(&self->timer, s_on_idle_timer, (uint64_t)grace, 0);
+}
+
+/* ---- writing to the client ----------------------------------------------------------------- */
+
+static void s_on_write(uv_write_t *req, int status)
+{
+    cwreq_t *w = (cwreq_t *)req;
+    client_t *c = w->c;
+    chunk_unref(&w->chunk);
+    free(w);
+    if (status < 0) {
+        if (!c->handles_closing)
+            s_close_handles(c);
+        return;
+    }
+    if (c->up_paused && c->tcp.write_queue_size < PROXY_WQ_LOW) {
+        c->up_paused = false;
+        if (c->x.up)
+            upstream_resume(c->x.up);
+    }
+}
+
+/* Writes bufs to the client: at once when the socket takes them, else queued in one chunk.
+ * On failure the connection closes (check c->closing after). */
+static void s_write(client_t *c, uv_buf_t *bufs, unsigned n)
+{
+    if (c->closing)
+        return;
+    size_t total = 0;
+    for (unsigned i = 0; i < n; i++)
+        total += bufs[i].len;
+    STAT_ADD(c->st->c.bytes_out, total);
+    if (c->x.inst)
+        STAT_ADD(c->x.inst->stats->bytes_out, total);
+    size_t done = 0;
+    if (c->tcp.write_queue_size == 0) {
+        int rc = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
+        if (rc >= 0)
+            done = (size_t)rc;
+        else if (rc != UV_EAGAIN) {
+            s_close_handles(c);
+            return;
+        }
+    }
+    if (done == total)
+        return;
+    chunk_t *ch = chunk_new(total - done);
+    cwreq_t *w = malloc(sizeof *w);
+    if (!ch || !w) {
+        chunk_unref(&ch);
+        free(w);
+        s_close_handles(c);
+        return;
+    }
+    size_t off = 0, skip = done;
+    for (unsigned i = 0; i < n; i++) {
+        size_t len = bufs[i].len;
+        if (skip >= len) {
+            skip -= len;
+            continue;
+        }
+        memcpy(ch->data + off, bufs[i].base + skip, len - skip);
+        off += len - skip;
+        skip = 0;
+    }
+    w->chunk = ch;
+    w->c = c;
+    uv_buf_t b = uv_buf_init(ch->data, (unsigned)ch->len);
+    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, s_on_write) != 0) {
+        chunk_unref(&w->chunk);
+        free(w);
+        s_close_handles(c);
+        return;
+    }
+    if (c->tcp.write_queue_size > PROXY_WQ_HIGH && c->x.up && !c->up_paused) {
+        c->up_paused = true; /* the client reads slower than the instance writes */
+        upstream_pause(c->x.up);
+    }
+}
+
+static void s_write1(client_t *c, const char *data, size_t len)
+{
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+    s_write(c, &b, 1);
+}
+
+static void s_count_status(client_t *c, int status, instance_t *inst)
+{
+    int k = status / 100 - 1;
+    if (k < 0 || k > 4)
+        k = 4;
+    STAT_ADD(c->st->c.status[k], 1);
+    if (inst)
+        STAT_ADD(inst->stats->status[k], 1);
+}
+
+/* One of tide's own responses. Closes the connection after it unless the request was read
+ * whole and the client keeps the connection. */
+static void s_local(client_t *c, int status)
+{
+    exchange_t *x = &c->x;
+    /* A body not read yet is not read at all: tide does not read what it will not forward. */
+    bool close = !x->active || !x->keepalive || x->http10 || c->drain || status == 400 ||
+                 status == 431 || status == 405 || (!x->req_done && x->req_body != BODY_NONE);
+    buf_reset(&c->scratch);
+    if (head_build_error(&c->scratch, status, close) != 0) {
+        s_close_handles(c);
+        return;
+    }
+    s_count_status(c, status, x->inst ? x->inst : x->last_inst);
+    s_write1(c, c->scratch.data, c->scratch.len);
+    if (x->active) {
+        x->status = status;
+        x->resp_started = x->resp_done = true;
+        if (close)
+            x->keepalive = false;
+    }
+    if (close && !x->active)
+        s_close_graceful(c);
+}
+
+/* ---- the request queue towards the instance ------------------------------------------------ */
+
+/* Drops request bytes already sent once they can no longer be replayed. */
+static void s_trim(client_t *c)
+{
+    exchange_t *x = &c->x;
+    if (!x->resp_started && x->q_bytes <= RETAIN_MAX)
+        return;
+    while (x->q_first && x->q_first != x->q_next) {
+        chunk_t *next = x->q_first->next;
+        x->q_bytes -= x->q_first->len;
+        chunk_unref(&x->q_first);
+        x->q_first = next;
+        x->trimmed = true;
+    }
+    if (!x->q_first)
+        x->q_last = NULL;
+}
+
+static void s_check_bp(client_t *c)
+{
+    exchange_t *x = &c->x;
+    size_t waiting = x->unsent + (x->up ? upstream_write_queue(x->up) : 0);
+    if (!c->bp && waiting > PROXY_WQ_HIGH)
+        c->bp = true; /* the instance takes the body slower than the client sends it */
+    else if (c->bp && waiting < PROXY_WQ_LOW)
+        c->bp = false;
+}
+
+static void s_update_reading(client_t *c)
+{
+    /* While a response is pending the connection keeps reading into `pending` (up to
+     * PENDING_MAX), so a keep-alive connection does not stop and restart its read (two
+     * epoll_ctl calls) around every request. */
+    bool want = !c->closing && !c->eof && !c->bp &&
+                (!c->paused || c->pending.len - c->pending_off < PENDING_MAX);
+    if (want && !c->reading) {
+        if (uv_read_start((uv_stream_t *)&c->tcp, s_alloc, s_on_read) == 0)
+            c->reading = true;
+    } else if (!want && c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = false;
+    }
+}
+
+/* Sends every queued chunk not yet sent, once connected. */
+static void s_flush(client_t *c)
+{
+    exchange_t *x = &c->x;
+    if (!x->up || !upstream_connected(x->up))
+        return;
+    while (x->q_next) {
+        upstream_send(x->up, x->q_next);
+        STAT_ADD(x->inst->stats->bytes_in, x->q_next->len);
+        x->unsent -= x->q_next->len;
+        x->q_next = x->q_next->next;
+    }
+    if (x->req_done)
+        upstream_request_done(x->up);
+    s_trim(c);
+    s_check_bp(c);
+}
+
+static int s_queue(client_t *c, chunk_t *ch)
+{
+    exchange_t *x = &c->x;
+    if (!ch)
+        return -ENOMEM;
+    ch->next = NULL;
+    if (x->q_last)
+        x->q_last->next = ch;
+    else
+        x->q_first = ch;
+    x->q_last = ch;
+    if (!x->q_next)
+        x->q_next = ch;
+    x->q_bytes += ch->len;
+    x->unsent += ch->len;
+    s_flush(c);
+    s_check_bp(c);
+    return 0;
+}
+
+/* ---- the exchange with the instance --------------------------------------------------------- */
+
+static void s_up_connect(void *owner)
+{
+    client_t *c = owner;
+    s_flush(c);
+    s_update_reading(c);
+}
+
+static void s_up_head(void *owner, const upstream_head_t *h)
+{
+    client_t *c = owner;
+    exchange_t *x = &c->x;
+    resp_head_t r = {.status = h->status, .reason = h->reason, .reason_len = h->reason_len};
+    buf_reset(&c->scratch);
+    if (h->status < 200) {
+        /* Interim (100 Continue, 103 Early Hints): forward to HTTP/1.1 clients only. */
+        if (x->http10)
+            return;
+        r.frame = BODY_NONE;
+        if (head_build_response(&c->scratch, &r, h->hdrs) == 0)
+            s_write1(c, c->scratch.data, c->scratch.len);
+        return;
+    }
+    x->resp_started = true;
+    x->status = h->status;
+    s_count_status(c, h->status, x->inst);
+    s_trim(c); /* no replay once the instance has answered */
+    switch (h->body) {
+    case BODY_NONE:
+    case BODY_LENGTH:
+        x->resp_frame = h->body;
+        break;
+    case BODY_CHUNKED:
+    case BODY_EOF:
+        /* HTTP/1.0 clients know no chunked encoding: the end of the body is the close. */
+        x->resp_frame = x->http10 ? BODY_EOF : BODY_CHUNKED;
+        break;
+    }
+    if (x->resp_frame == BODY_EOF || c->drain)
+        x->keepalive = false;
+    r.frame = x->resp_frame;
+    r.close = !x->keepalive;
+    r.keepalive_10 = x->http10 && x->keepalive;
+    if (head_build_response(&c->scratch, &r, h->hdrs) != 0) {
+        s_close_handles(c);
+        return;
+    }
+    /* Held back so that head and body usually leave in one write. */
+    x->head_pending = true;
+}
+
+/* Writes the held-back head (if any) followed by bufs, in one call. */
+static void s_write_after_head(client_t *c, uv_buf_t *bufs, unsigned n)
+{
+    uv_buf_t all[4];
+    unsigned k = 0;
+    if (c->x.head_pending) {
+        c->x.head_pending = false;
+        all[k++] = uv_buf_init(c->scratch.data, (unsigned)c->scratch.len);
+    }
+    for (unsigned i = 0; i < n && k < 4; i++)
+        all[k++] = bufs[i];
+    if (k)
+        s_write(c, all, k);
+}
+
+static void s_up_body(void *owner, const char *data, size_t len)
+{
+    client_t *c = owner;
+    if (c->x.resp_frame == BODY_CHUNKED) {
+        char line[24];
+        int n = snprintf(line, sizeof line, "%zx\r\n", len);
+        uv_buf_t b[3] = {uv_buf_init(line, (unsigned)n), uv_buf_init((char *)data, (unsigned)len),
+                         uv_buf_init("\r\n", 2)};
+        s_write_after_head(c, b, 3);
+    } else {
+        uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+        s_write_after_head(c, &b, 1);
+    }
+}
+
+static void s_up_flush(void *owner)
+{
+    s_write_after_head(owner, NULL, 0);
+}
+
+static void s_up_complete(void *owner)
+{
+    client_t *c = owner;
+    exchange_t *x = &c->x;
+    x->up = NULL;
+    c->up_paused = false;
+    uv_buf_t end = uv_buf_init("0\r\n\r\n", 5);
+    s_write_after_head(c, &end, x->resp_frame == BODY_CHUNKED ? 1 : 0);
+    s_attempt_end(c);
+    x->resp_done = true;
+    if (!x->req_done)
+        x->keepalive = false; /* answered before the whole body came: do not read the rest */
+    s_advance(c);
+}
+
+static void s_up_drain(void *owner)
+{
+    client_t *c = owner;
+    s_check_bp(c);
+    s_update_reading(c);
+}
+
+static const upstream_cb_t s_up_cb = {
+    .on_connect = s_up_connect,
+    .on_head = s_up_head,
+    .on_body = s_up_body,
+    .on_complete = s_up_complete,
+    .on_error = s_up_error,
+    .on_drain = s_up_drain,
+    .on_flush = s_up_flush,
+};
+
+/* Sends the queued request to inst (allow_idle: on an idle keep-alive connection if any). */
+static void s_attempt(client_t *c, instance_t *inst, bool allow_idle)
+{
+    exchange_t *x = &c->x;
+    x->inst = inst;
+    inst->in_flight++;
+    STAT_SET(inst->stats->in_flight, inst->in_flight);
+    if (!x->counted) {
+        STAT_ADD(inst->stats->requests, 1);
+        x->counted = true;
+    }
+    x->q_next = x->q_first; /* a replay sends everything again */
+    x->unsent = x->q_bytes;
+    int rc = upstream_open(inst, allow_idle, x->head, c, &s_up_cb, &x->up);
+    if (rc < 0) {
+        x->up = NULL;
+        upstream_failure_t f = {.err = UP_ERR_CONNECT, .uv_status = rc};
+        s_up_error(c, &f);
+        return;
+    }
+    if (upstream_connected(x->up))
+        s_flush(c);
+}
+
+static void s_up_error(void *owner, const upstream_failure_t *f)
+{
+    client_t *c = owner;
+    exchange_t *x = &c->x;
+    x->up = NULL;
+    c->up_paused = false;
+    instance_t *failed = x->inst;
+    STAT_ADD(c->st->c.upstream_errors, 1);
+    if (failed)
+        STAT_ADD(failed->stats->upstream_errors, 1);
+    s_attempt_end(c);
+    log_debug("instance failed", "instance=%s err=%d uv=%s reused=%d bytes=%d",
+              failed ? failed->name : "-", (int)f->err,
+              f->uv_status ? uv_err_name(f->uv_status) : "-", f->reused, f->got_bytes);
+    if (x->resp_started) {
+        s_close_handles(c); /* part of the response is out: only the close can tell */
+        return;
+    }
+    bool replayable = !x->trimmed;
+    bool connect_failed = f->err == UP_ERR_CONNECT || f->err == UP_ERR_CONNECT_TIMEOUT;
+    if (connect_failed && failed)
+        failed->down_until_ms = uv_now(worker_loop(c->w)) + DOWN_MS;
+    if (connect_failed && x->idempotent && replayable && x->connect_retries < 1) {
+        /* Nothing reached the instance: another one may take it. */
+        instance_t *next = worker_pick(c->w, failed);
+        if (next) {
+            x->connect_retries++;
+            s_attempt(c, next, true);
+            return;
+        }
+    }
+    if (f->err == UP_ERR_CLOSED && f->reused && !f->got_bytes && replayable &&
+        x->race_retries < 1) {
+        /* The keep-alive race: the instance closed the idle connection as the request went
+         * out, so it never saw the request. Send it again on a fresh connection. */
+        instance_t *next = failed && failed->in_pool ? failed : worker_pick(c->w, NULL);
+        if (next) {
+            x->race_retries++;
+            s_attempt(c, next, false);
+            return;
+        }
+    }
+    if (f->err == UP_ERR_CLOSED && !f->got_bytes && x->idempotent && replayable &&
+        x->connect_retries < 1) {
+        /* Closed without a byte on a fresh connection: an instance on its way down (it
+         * accepted, then shut). An idempotent request may go to another one. */
+        instance_t *next = worker_pick(c->w, failed);
+        if (next) {
+            x->connect_retries++;
+            s_attempt(c, next, true);
+            return;
+        }
+    }
+    int status = f->err == UP_ERR_TIMEOUT || f->err == UP_ERR_CONNECT_TIMEOUT ? 504 : 502;
+    s_local(c, status);
+    if (!c->closing)
+        s_advance(c);
+}
+
+/* ---- request parsing ---------------------------------------------------------------------- */
+
+static int s_on_message_begin(http_parser *p)
+{
+    client_t *c = p->data;
+    hdrs_reset(&c->hdrs);
+    buf_reset(&c->url);
+    return 0;
+}
+
+static int s_on_url(http_parser *p, const char *at, size_t len)
+{
+    client_t *c = p->data;
+    if (c->url.len + len > (size_t)c->cfg->proxy.max_header_size)
+        return -1;
+    return buf_append(&c->url, at, len) ? -1 : 0;
+}
+
+static int s_on_header_field(http_parser *p, const char *at, size_t len)
+{
+    client_t *c = p->data;
+    return hdrs_on_field(&c->hdrs, at, len) ? -1 : 0;
+}
+
+static int s_on_header_value(http_parser *p, const char *at, size_t len)
+{
+    client_t *c = p->data;
+    return hdrs_on_value(&c->hdrs, at, len) ? -1 : 0;
+}
+
+static bool s_idempotent(unsigned m)
+{
+    return m == HTTP_GET || m == HTTP_HEAD || m == HTTP_OPTIONS || m == HTTP_TRACE ||
+           m == HTTP_PUT || m == HTTP_DELETE;
+}
+
+static int s_on_headers_complete(http_parser *p)
+{
+    client_t *c = p->data;
+    exchange_t *x = &c->x;
+    if (c->closing || x->active)
+        return -1;
+    memset(x, 0, sizeof *x);
+    x->active = true;
+    x->t0_us = uv_hrtime() / 1000;
+    STAT_ADD(c->st->c.requests, 1);
+    STAT_ADD(c->st->c.in_flight, 1);
+    uv_timer_stop(&c->timer);
+    x->head = p->method == HTTP_HEAD;
+    x->idempotent = s_idempotent(p->method);
+    x->http10 = p->http_major == 0 || (p->http_major == 1 && p->http_minor == 0);
+    /* Upgrade is not tunnelled yet: the request goes on without it, then the connection
+     * closes so nothing after it is read as HTTP. */
+    x->keepalive = http_should_keep_alive(p) && !p->upgrade && !c->drain;
+    if (p->flags & F_CHUNKED)
+        x->req_body = BODY_CHUNKED;
+    else if ((p->flags & F_CONTENTLENGTH) && p->content_length > 0)
+        x->req_body = BODY_LENGTH;
+    else
+        x->req_body = BODY_NONE;
+    if (p->method == HTTP_CONNECT) {
+        s_local(c, 405);
+        return c->closing ? -1 : 0;
+    }
+    instance_t *inst = worker_pick(c->w, NULL);
+    if (!inst) {
+        s_local(c, 503);
+        return c->closing ? -1 : 0;
+    }
+    buf_reset(&c->scratch);
+    req_head_t r = {.method = http_method_str(p->method),
+                    .url = c->url.data ? c->url.data : "/",
+                    .url_len = c->url.data ? c->url.len : 1,
+                    .body = x->req_body,
+                    .client_ip = c->ip,
+                    .default_host = inst->addr};
+    if (head_build_request(&c->scratch, &r, &c->hdrs) != 0 ||
+        s_queue(c, chunk_copy(c->scratch.data, c->scratch.len)) != 0) {
+        s_close_handles(c);
+        return -1;
+    }
+    s_attempt(c, inst, true);
+    return c->closing ? -1 : 0;
+}
+
+static int s_on_body(http_parser *p, const char *at, size_t len)
+{
+    client_t *c = p->data;
+    exchange_t *x = &c->x;
+    if (c->closing || !x->active)
+        return -1;
+    if (x->resp_done)
+        return 0; /* answered already (the connection will close): drop the rest */
+    chunk_t *ch;
+    if (x->req_body == BODY_CHUNKED) {
+        char line[24];
+        int n = snprintf(line, sizeof line, "%zx\r\n", len);
+        ch = chunk_new((size_t)n + len + 2);
+        if (ch) {
+            memcpy(ch->data, line, (size_t)n);
+            memcpy(ch->data + n, at, len);
+            memcpy(ch->data + n + len, "\r\n", 2);
+        }
+    } else {
+        ch = chunk_copy(at, len);
+    }
+    if (s_queue(c, ch) != 0) {
+        s_close_handles(c);
+        return -1;
+    }
+    return c->closing ? -1 : 0;
+}
+
+static int s_on_message_complete(http_parser *p)
+{
+    client_t *c = p->data;
+    exchange_t *x = &c->x;
+    if (c->closing || !x->active)
+        return -1;
+    x->req_done = true;
+    if (!x->resp_done) {
+        if (x->req_body == BODY_CHUNKED && s_queue(c, chunk_copy("0\r\n\r\n", 5)) != 0) {
+            s_close_handles(c);
+            return -1;
+        }
+        s_flush(c);
+    }
+    /* Hold the next pipelined request until this response is out. */
+    c->paused = true;
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static const http_parser_settings s_settings = {
+    .on_message_begin = s_on_message_begin,
+    .on_url = s_on_url,
+    .on_header_field = s_on_header_field,
+    .on_header_value = s_on_header_value,
+    .on_headers_complete = s_on_headers_complete,
+    .on_body = s_on_body,
+    .on_message_complete = s_on_message_complete,
+};
+
+static void s_parse_error(client_t *c, enum http_errno err)
+{
+    log_debug("bad request", "client=%s err=%s", c->ip, http_errno_name(err));
+    if (c->x.active && c->x.resp_started) {
+        s_close_handles(c);
+        return;
+    }
+    s_exchange_drop(c);
+    s_local(c, err == HPE_HEADER_OVERFLOW ? 431 : 400);
+}
+
+/* Runs the parser over data; from_pending: data is c->pending past pending_off. */
+static void s_execute(client_t *c, const char *data, size_t len, bool from_pending)
+{
+    size_t n = http_parser_execute(&c->parser, &s_settings, data, len);
+    if (c->closing)
+        return;
+    enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
+    if (err == HPE_PAUSED) {
+        if (from_pending) {
+            c->pending_off += n;
+        } else if (n < len && buf_append(&c->pending, data + n, len - n) != 0) {
+            s_close_handles(c);
+        }
+        return;
+    }
+    if (err != HPE_OK) {
+        s_parse_error(c, err);
+        return;
+    }
+    if (from_pending)
+        c->pending_off = c->pending.len;
+}
+
+static void s_end_exchange(client_t *c)
+{
+    exchange_t *x = &c->x;
+    instance_t *inst = x->inst ? x->inst : x->last_inst;
+    uint64_t us = uv_hrtime() / 1000 - x->t0_us;
+    int b = hist_bucket(us);
+    STAT_ADD(c->st->c.buckets[b], 1);
+    if (inst)
+        STAT_ADD(inst->stats->buckets[b], 1);
+    bool keep = x->keepalive && !c->drain;
+    upstream_abort(&x->up);
+    s_attempt_end(c);
+    s_queue_free(c);
+    STAT_SUB(c->st->c.in_flight, 1);
+    memset(x, 0, sizeof *x);
+    if (!keep)
+        s_close_graceful(c);
+}
+
+static void s_on_idle_timer(uv_timer_t *t)
+{
+    client_t *c = t->data;
+    if (!c->x.active)
+        s_close_graceful(c);
+}
+
+static void s_arm_idle(client_t *c)
+{
+    uv_timer_start(&c->timer, s_on_idle_timer, (uint64_t)c->cfg->proxy.idle_timeout_ms, 0);
+}
+
+/* Moves the connection on after any change: ends a finished exchange, then parses what is
+ * pending, repeating while requests complete at once (tide's own answers). */
+static void s_advance(client_t *c)
+{
+    while (!c->closing) {
+        exchange_t *x = &c->x;
+        if (x->active) {
+            if (!(x->resp_done && (x->req_done || !x->keepalive)))
+                break;
+            s_end_exchange(c);
+            if (!c->closing)
+                s_arm_idle(c);
+            continue;
+        }
+        if (c->paused) {
+            c->paused = false;
+            http_parser_pause(&c->parser, 0);
+        }
+        if (c->pending_off < c->pending.len) {
+            s_execute(c, c->pending.data + c->pending_off, c->pending.len - c->pending_off, true);
+            continue;
+        }
+        buf_reset(&c->pending);
+        c->pending_off = 0;
+        if (c->eof)
+            s_close_graceful(c); /* the client has said all it will: answered, now close */
+        break;
+    }
+    s_update_reading(c);
+}
+
+static void s_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    client_t *c = s->data;
+    if (c->lingering) {
+        if (nread < 0)
+            s_close_handles(c);
+        return;
+    }
+    if (nread == 0 || c->closing)
+        return;
+    if (nread < 0) {
+        if (nread != UV_EOF || (c->x.active && !c->x.req_done)) {
+            s_close_handles(c); /* reset, or gone in the middle of a request */
+            return;
+        }
+        c->eof = true;
+        s_advance(c);
+        return;
+    }
+    STAT_ADD(c->st->c.bytes_in, (uint64_t)nread);
+    if (c->paused) {
+        /* The next request came before this response went out: keep it for later. */
+        if (buf_append(&c->pending, b->base, (size_t)nread) != 0)
+            s_close_handles(c);
+        else
+            s_update_reading(c);
+        return;
+    }
+    s_execute(c, b->base, (size_t)nread, false);
+    if (!c->closing)
+        s_advance(c);
+}
+
+/* ---- accept -------------------------------------------------------------------------------- */
+
+int client_accept(worker_t *w, uv_stream_t *server, list_node_t *list, bool over_limit)
+{
+    client_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return -ENOMEM;
+    c->w = w;
+    c->cfg = worker_cfg(w);
+    c->st = worker_stats(w);
+    uv_tcp_init(worker_loop(w), &c->tcp);
+    uv_timer_init(worker_loop(w), &c->timer);
+    c->tcp.data = c->timer.data = c;
+    c->open_handles = 2;
+    list_init(&c->node);
+    list_push(list, &c->node);
+    hdrs_init(&c->hdrs, (size_t)c->cfg->proxy.max_header_size);
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+    int rc = uv_accept(server, (uv_stream_t *)&c->tcp);
+    if (rc != 0) {
+        c->handles_closing = true;
+        c->closing = true;
+        uv_close((uv_handle_t *)&c->tcp, s_on_close);
+        uv_close((uv_handle_t *)&c->timer, s_on_close);
+        return 0; /* linked: s_on_close unlinks and counts it gone */
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    struct sockaddr_storage sa;
+    int len = sizeof sa;
+    snprintf(c->ip, sizeof c->ip, "unknown");
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&sa, &len) == 0) {
+        if (sa.ss_family == AF_INET)
+            uv_ip4_name((struct sockaddr_in *)&sa, c->ip, sizeof c->ip);
+        else if (sa.ss_family == AF_INET6)
+            uv_ip6_name((struct sockaddr_in6 *)&sa, c->ip, sizeof c->ip);
+    }
+    if (over_limit) {
+        s_local(c, 503);
+        return 0;
+    }
+    s_arm_idle(c);
+    s_update_reading(c);
+    return 0;
+}

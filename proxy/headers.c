@@ -1,0 +1,340 @@
+/* headers.c - header collection and head rewriting (see headers.h). */
+#include "headers.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+void hdrs_init(hdrs_t *self, size_t limit)
+{
+    memset(self, 0, sizeof *self);
+    self->limit = limit;
+}
+
+void hdrs_reset(hdrs_t *self)
+{
+    buf_reset(&self->buf);
+    self->n = 0;
+    self->in_value = false;
+}
+
+void hdrs_free(hdrs_t *self)
+{
+    buf_free(&self->buf);
+    free(self->v);
+    self->v = NULL;
+    self->n = self->cap = 0;
+}
+
+static int s_room(hdrs_t *self, size_t len)
+{
+    if (self->buf.len + len > self->limit)
+        return -E2BIG;
+    return 0;
+}
+
+int hdrs_on_field(hdrs_t *self, const char *at, size_t len)
+{
+    if (s_room(self, len) != 0)
+        return -E2BIG;
+    if (self->n == 0 || self->in_value) {
+        if (self->n == self->cap) {
+            size_t cap = self->cap ? self->cap * 2 : 16;
+            hdr_t *v = realloc(self->v, cap * sizeof *v);
+            if (!v)
+                return -ENOMEM;
+            self->v = v;
+            self->cap = cap;
+        }
+        hdr_t *h = &self->v[self->n++];
+        h->name_off = (uint32_t)self->buf.len;
+        h->name_len = 0;
+        h->value_off = 0;
+        h->value_len = 0;
+        self->in_value = false;
+    }
+    if (buf_append(&self->buf, at, len) != 0)
+        return -ENOMEM;
+    self->v[self->n - 1].name_len += (uint32_t)len;
+    return 0;
+}
+
+int hdrs_on_value(hdrs_t *self, const char *at, size_t len)
+{
+    if (self->n == 0)
+        return -EINVAL; /* http-parser never sends a value first */
+    if (s_room(self, len) != 0)
+        return -E2BIG;
+    hdr_t *h = &self->v[self->n - 1];
+    if (!self->in_value) {
+        h->value_off = (uint32_t)self->buf.len;
+        h->value_len = 0;
+        self->in_value = true;
+    }
+    if (buf_append(&self->buf, at, len) != 0)
+        return -ENOMEM;
+    h->value_len += (uint32_t)len;
+    return 0;
+}
+
+const char *hdrs_name(const hdrs_t *self, size_t i, size_t *len)
+{
+    *len = self->v[i].name_len;
+    return self->buf.data + self->v[i].name_off;
+}
+
+const char *hdrs_value(const hdrs_t *self, size_t i, size_t *len)
+{
+    *len = self->v[i].value_len;
+    return self->v[i].value_len ? self->buf.data + self->v[i].value_off : "";
+}
+
+static bool s_is(const char *name, size_t len, const char *want)
+{
+    return strlen(want) == len && strncasecmp(name, want, len) == 0;
+}
+
+const char *hdrs_get(const hdrs_t *self, const char *name, size_t *len)
+{
+    for (size_t i = 0; i < self->n; i++) {
+        size_t nl;
+        const char *n = hdrs_name(self, i, &nl);
+        if (s_is(n, nl, name))
+            return hdrs_value(self, i, len);
+    }
+    return NULL;
+}
+
+bool hdr_is_hop_by_hop(const char *name, size_t len)
+{
+    static const char *const hop[] = {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authenticate",
+        "proxy-authorization",
+    };
+    for (size_t i = 0; i < sizeof hop / sizeof hop[0]; i++)
+        if (s_is(name, len, hop[i]))
+            return true;
+    return false;
+}
+
+static bool s_token_in(const char *list, size_t len, const char *name, size_t nlen)
+{
+    size_t i = 0;
+    while (i < len) {
+        while (i < len && (list[i] == ' ' || list[i] == '\t' || list[i] == ','))
+            i++;
+        size_t start = i;
+        while (i < len && list[i] != ',' && list[i] != ' ' && list[i] != '\t')
+            i++;
+        if (i > start && i - start == nlen && strncasecmp(list + start, name, nlen) == 0)
+            return true;
+    }
+    return false;
+}
+
+bool hdrs_connection_lists(const hdrs_t *h, const char *name, size_t len)
+{
+    for (size_t i = 0; i < h->n; i++) {
+        size_t nl, vl;
+        const char *n = hdrs_name(h, i, &nl);
+        if (!s_is(n, nl, "connection"))
+            continue;
+        const char *v = hdrs_value(h, i, &vl);
+        if (s_token_in(v, vl, name, len))
+            return true;
+    }
+    return false;
+}
+
+/* Headers tide drops from both heads: hop-by-hop ones and the ones it restates itself. */
+static bool s_dropped(const hdrs_t *h, const char *n, size_t nl)
+{
+    return hdr_is_hop_by_hop(n, nl) || hdrs_connection_lists(h, n, nl);
+}
+
+static int s_header(buf_t *out, const char *n, size_t nl, const char *v, size_t vl)
+{
+    int rc = buf_append(out, n, nl);
+    rc |= buf_append(out, ": ", 2);
+    rc |= buf_append(out, v, vl);
+    rc |= buf_append(out, "\r\n", 2);
+    return rc ? -ENOMEM : 0;
+}
+
+int head_build_request(buf_t *out, const req_head_t *r, const hdrs_t *h)
+{
+    int rc = buf_puts(out, r->method);
+    rc |= buf_append(out, " ", 1);
+    rc |= buf_append(out, r->url, r->url_len);
+    rc |= buf_puts(out, " HTTP/1.1\r\n");
+    bool have_host = false;
+    size_t host_len = 0;
+    const char *host = NULL;
+    buf_t xff = {0};
+    for (size_t i = 0; i < h->n && rc == 0; i++) {
+        size_t nl, vl;
+        const char *n = hdrs_name(h, i, &nl);
+        const char *v = hdrs_value(h, i, &vl);
+        if (s_dropped(h, n, nl))
+            continue;
+        if (s_is(n, nl, "x-forwarded-for")) {
+            /* Several X-Forwarded-For headers are one list (RFC 7230 3.2.2): join them. */
+            if (xff.len)
+                rc |= buf_append(&xff, ", ", 2);
+            rc |= buf_append(&xff, v, vl);
+            continue;
+        }
+        /* tide sets these itself: a client must not be able to claim them. */
+        if (s_is(n, nl, "x-forwarded-proto") || s_is(n, nl, "x-forwarded-host"))
+            continue;
+        if (s_is(n, nl, "content-length") && r->body != BODY_LENGTH)
+            continue;
+        if (s_is(n, nl, "host")) {
+            if (have_host)
+                continue; /* http-parser lets a second Host through: send one */
+            have_host = true;
+            host = v;
+            host_len = vl;
+        }
+        rc |= s_header(out, n, nl, v, vl);
+    }
+    if (!have_host && r->default_host) {
+        host = r->default_host;
+        host_len = strlen(host);
+        rc |= s_header(out, "Host", 4, host, host_len);
+    }
+    if (xff.len)
+        rc |= buf_append(&xff, ", ", 2);
+    rc |= buf_puts(&xff, r->client_ip ? r->client_ip : "unknown");
+    rc |= s_header(out, "X-Forwarded-For", 15, xff.data, xff.len);
+    buf_free(&xff);
+    rc |= buf_puts(out, "X-Forwarded-Proto: http\r\n");
+    if (host)
+        rc |= s_header(out, "X-Forwarded-Host", 16, host, host_len);
+    if (r->body == BODY_CHUNKED)
+        rc |= buf_puts(out, "Transfer-Encoding: chunked\r\n");
+    rc |= buf_append(out, "\r\n", 2);
+    return rc ? -ENOMEM : 0;
+}
+
+int head_build_response(buf_t *out, const resp_head_t *r, const hdrs_t *h)
+{
+    int rc = buf_printf(out, "HTTP/1.1 %d ", r->status);
+    if (r->reason && r->reason_len)
+        rc |= buf_append(out, r->reason, r->reason_len);
+    else
+        rc |= buf_puts(out, http_reason(r->status));
+    rc |= buf_append(out, "\r\n", 2);
+    for (size_t i = 0; h && i < h->n && rc == 0; i++) {
+        size_t nl, vl;
+        const char *n = hdrs_name(h, i, &nl);
+        const char *v = hdrs_value(h, i, &vl);
+        if (s_dropped(h, n, nl))
+            continue;
+        if (s_is(n, nl, "content-length") && (r->frame == BODY_CHUNKED || r->frame == BODY_EOF))
+            continue;
+        rc |= s_header(out, n, nl, v, vl);
+    }
+    if (r->frame == BODY_CHUNKED)
+        rc |= buf_puts(out, "Transfer-Encoding: chunked\r\n");
+    if (r->close)
+        rc |= buf_puts(out, "Connection: close\r\n");
+    else if (r->keepalive_10)
+        rc |= buf_puts(out, "Connection: keep-alive\r\n");
+    rc |= buf_append(out, "\r\n", 2);
+    return rc ? -ENOMEM : 0;
+}
+
+const char *http_reason(int status)
+{
+    switch (status) {
+    case 100:
+        return "Continue";
+    case 101:
+        return "Switching Protocols";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 206:
+        return "Partial Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 413:
+        return "Payload Too Large";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return "Unknown";
+    }
+}
+
+int head_build_error(buf_t *out, int status, bool close)
+{
+    const char *body;
+    switch (status) {
+    case 400:
+        body = "bad request\n";
+        break;
+    case 405:
+        body = "method not allowed\n";
+        break;
+    case 431:
+        body = "request header fields too large\n";
+        break;
+    case 502:
+        body = "bad gateway: the instance failed\n";
+        break;
+    case 503:
+        body = "service unavailable: no instance in the pool\n";
+        break;
+    case 504:
+        body = "gateway timeout: the instance did not answer in time\n";
+        break;
+    default:
+        body = "error\n";
+        break;
+    }
+    int rc = buf_printf(out,
+                        "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
+                        "%s\r\n%s",
+                        status, http_reason(status), strlen(body),
+                        close ? "Connection: close\r\n" : "", body);
+    return rc ? -ENOMEM : 0;
+}

@@ -1,0 +1,133 @@
+/* upstream.h - connections to instances and each instance's pool of idle keep-alive ones.
+ *
+ * An instance_t is one pool entry as one worker sees it: its address, the requests this worker
+ * has in flight to it, and its idle connections (LIFO: the most recently used is the least
+ * likely to have been closed by the instance). An upstream_conn_t carries one request at a time
+ * for one owner (a client connection): it writes what the owner sends, parses the response and
+ * reports it through callbacks. When the response ends the connection goes back to the idle
+ * list by itself if it can be reused, or closes. Everything runs on one worker's loop. */
+#ifndef PROXY_UPSTREAM_H
+#define PROXY_UPSTREAM_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "buf.h"
+#include "headers.h"
+#include "stats.h"
+
+typedef struct upstream_conn upstream_conn_t;
+
+typedef struct {
+    int connect_timeout_ms;
+    int response_timeout_ms; /* longest silence from the instance while a request is open */
+    int idle_timeout_ms;     /* an idle connection is closed after this */
+    int idle_max;            /* idle connections kept per instance */
+    size_t max_header_size;
+} upstream_opts_t;
+
+/* A plain record: the worker, the balancer and the client read its fields. */
+typedef struct instance {
+    char name[64];
+    char addr[128];
+    struct sockaddr_storage sa;
+    stats_counters_t *stats; /* this worker's slot for the instance */
+    uint32_t in_flight;      /* requests of this worker sent to it, response not finished */
+    bool in_pool;            /* false while draining after leaving the pool */
+    uint64_t down_until_ms;  /* a connect failed: prefer the others until then */
+    upstream_conn_t *idle;   /* idle connections, most recent first */
+    uint32_t idle_count;
+    uint32_t conns; /* open connections, idle or not */
+    uv_loop_t *loop;
+    const upstream_opts_t *opts;
+    struct instance *next; /* the worker's list */
+} instance_t;
+
+/* An instance for addr ("ip:port", numeric). NULL when addr is not numeric ip:port or on OOM. */
+instance_t *instance_new(uv_loop_t *loop, const upstream_opts_t *opts, const char *name,
+                         const char *addr, stats_counters_t *stats);
+
+/* Closes every idle connection (the instance left the pool, or the worker stops). */
+void instance_close_idle(instance_t *self);
+
+/* Frees the record. Every connection must be closed and its close callback run. */
+void instance_destroy(instance_t **self_p);
+
+typedef enum {
+    UP_ERR_CONNECT,         /* the connect failed: nothing was sent */
+    UP_ERR_CONNECT_TIMEOUT, /* the connect took too long: nothing was sent */
+    UP_ERR_TIMEOUT,         /* the instance went silent past response_timeout_ms */
+    UP_ERR_CLOSED,          /* EOF or reset before the response ended */
+    UP_ERR_PROTOCOL,        /* the response is not valid HTTP/1.x */
+} upstream_err_t;
+
+typedef struct {
+    upstream_err_t err;
+    bool reused;    /* the connection had served a request before (keep-alive) */
+    bool got_bytes; /* any response byte had arrived */
+    bool head_done; /* the response head had been reported */
+    int uv_status;  /* the libuv error, when there was one */
+} upstream_failure_t;
+
+typedef struct {
+    uint16_t status;
+    const char *reason;
+    size_t reason_len;
+    const hdrs_t *hdrs;
+    body_mode_t body; /* how the instance frames the body */
+    bool keepalive;   /* the instance keeps the connection */
+} upstream_head_t;
+
+/* Callbacks to the owner. None is called from inside an upstream_* call made by the owner. */
+typedef struct {
+    /* Connected: send the request now. */
+    void (*on_connect)(void *owner);
+    /* A response head; 1xx interim heads come first (status < 200), then the final one. */
+    void (*on_head)(void *owner, const upstream_head_t *head);
+    void (*on_body)(void *owner, const char *data, size_t len);
+    /* The response ended. The connection no longer belongs to the owner (it is idle or
+     * closing). */
+    void (*on_complete)(void *owner);
+    /* The exchange failed. The connection is closing and no longer belongs to the owner. */
+    void (*on_error)(void *owner, const upstream_failure_t *failure);
+    /* The write queue fell below the low watermark after being above the high one. */
+    void (*on_drain)(void *owner);
+    /* Everything one read brought has been reported and more is to come: a good moment to
+     * write out what the owner held back to coalesce (the response head). */
+    void (*on_flush)(void *owner);
+} upstream_cb_t;
+
+/* Starts an exchange with inst for owner: takes an idle connection when allow_idle and one is
+ * there (upstream_connected is then true at once), else connects. head_only: the request is
+ * HEAD, so the response has no body whatever its headers say. Returns 0 with *out set, or a
+ * negative errno when a connect could not even start (no callback is then called). */
+int upstream_open(instance_t *inst, bool allow_idle, bool head_only, void *owner,
+                  const upstream_cb_t *cb, upstream_conn_t **out);
+
+bool upstream_connected(const upstream_conn_t *self);
+bool upstream_reused(const upstream_conn_t *self);
+
+/* Queues chunk for writing (takes its own reference). Only once connected. */
+void upstream_send(upstream_conn_t *self, chunk_t *chunk);
+
+/* The owner has sent the whole request: the connection may be reused after the response. */
+void upstream_request_done(upstream_conn_t *self);
+
+/* Bytes queued in libuv for the instance. */
+size_t upstream_write_queue(const upstream_conn_t *self);
+
+/* Stop / restart reading the response (the client is slow to take it). */
+void upstream_pause(upstream_conn_t *self);
+void upstream_resume(upstream_conn_t *self);
+
+/* The owner gives up on the exchange (its client went away): the connection closes. Sets
+ * *self_p to NULL; nothing on NULL. No callback follows. */
+void upstream_abort(upstream_conn_t **self_p);
+
+/* Watermarks for the write queues on both sides. */
+#define PROXY_WQ_HIGH (256 * 1024)
+#define PROXY_WQ_LOW  (64 * 1024)
+
+#endif

@@ -1,0 +1,366 @@
+/* worker.c - one libuv loop per thread: listener, pool updates, shutdown (see worker.h). */
+#include "worker.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "balancer.h"
+#include "client.h"
+#include "tide_clock.h"
+#include "tide_log.h"
+
+struct worker {
+    int index;
+    const tide_config_t *cfg;
+    stats_t *stats;
+    stats_worker_t *st;
+    upstream_opts_t uopts;
+    uv_loop_t loop;
+    uv_tcp_t listener;
+    uv_async_t async;
+    uv_thread_t thread;
+    bool started;
+
+    pthread_mutex_t mu; /* guards the three requests below, posted by other threads */
+    pool_t *posted_pool;
+    bool posted_drain, posted_stop;
+
+    pool_t *pool;           /* applied */
+    instance_t *instances;  /* every instance ever seen (counters stay cumulative) */
+    instance_t **active;    /* those in the pool */
+    balancer_cand_t *cands; /* scratch for worker_pick, same size as active */
+    size_t n_active, cap_active;
+    list_node_t clients;
+    uint32_t nclients, max_clients;
+    bool draining, listening;
+    int drained; /* atomic */
+    uint64_t rng;
+};
+
+static void s_on_connection(uv_stream_t *server, int status)
+{
+    worker_t *self = server->data;
+    if (status < 0) {
+        log_once_per_kind("accept", "accept failed", uv_strerror(status));
+        return;
+    }
+    bool over = self->nclients >= self->max_clients;
+    if (client_accept(self, server, &self->clients, over) == 0) {
+        self->nclients++;
+        STAT_SET(self->st->connections, self->nclients);
+    }
+}
+
+static int s_listen(worker_t *self)
+{
+    char host[CFG_STR];
+    int port;
+    struct sockaddr_storage sa;
+    if (config_split_addr(self->cfg->proxy.listen, host, sizeof host, &port) != 0)
+        return -EINVAL;
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)&sa) != 0 &&
+        uv_ip6_addr(host, port, (struct sockaddr_in6 *)&sa) != 0)
+        return -EINVAL;
+    /* libuv 1.44 has no UV_TCP_REUSEPORT: make the socket ourselves and hand it over. */
+    int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
+        bind(fd, (struct sockaddr *)&sa,
+             sa.ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6)) !=
+            0) {
+        int rc = -errno;
+        close(fd);
+        return rc;
+    }
+    int rc = uv_tcp_init(&self->loop, &self->listener);
+    if (rc != 0) {
+        close(fd);
+        return rc;
+    }
+    self->listener.data = self;
+    self->listening = true;
+    rc = uv_tcp_open(&self->listener, fd);
+    if (rc != 0) {
+        close(fd);
+        return rc;
+    }
+    return uv_listen((uv_stream_t *)&self->listener, 1024, s_on_connection);
+}
+
+/* ---- pool --------------------------------------------------------------------------- */
+
+static instance_t *s_find(worker_t *self, const pool_entry_t *e)
+{
+    for (instance_t *i = self->instances; i; i = i->next)
+        if (strcmp(i->name, e->name) == 0 && strcmp(i->addr, e->addr) == 0)
+            return i;
+    return NULL;
+}
+
+static void s_apply(worker_t *self, pool_t *pool)
+{
+    if (pool->n > self->cap_active) {
+        instance_t **a = realloc(self->active, pool->n * sizeof *a);
+        if (a)
+            self->active = a;
+        balancer_cand_t *c = realloc(self->cands, pool->n * sizeof *c);
+        if (c)
+            self->cands = c;
+        if (!a || !c) {
+            log_error("out of memory applying the pool", "version=%llu",
+                      (unsigned long long)pool->version);
+            return;
+        }
+        self->cap_active = pool->n;
+    }
+    for (instance_t *i = self->instances; i; i = i->next)
+        i->in_pool = false;
+    size_t n = 0;
+    for (size_t k = 0; k < pool->n; k++) {
+        const pool_entry_t *e = &pool->entries[k];
+        instance_t *inst = s_find(self, e);
+        if (!inst) {
+            stats_counters_t *slot = stats_instance(self->stats, e->name, e->addr, self->index);
+            inst = slot ? instance_new(&self->loop, &self->uopts, e->name, e->addr, slot) : NULL;
+            if (!inst) {
+                log_once_per_kind("pool-entry", "cannot use a pool entry", e->addr);
+                continue;
+            }
+            inst->next = self->instances;
+            self->instances = inst;
+        }
+        inst->in_pool = true;
+        self->active[n++] = inst;
+    }
+    self->n_active = n;
+    for (instance_t *i = self->instances; i; i = i->next) {
+        STAT_SET(i->stats->in_pool, i->in_pool ? 1 : 0);
+        if (!i->in_pool)
+            instance_close_idle(i); /* draining: in-flight requests finish, nothing new */
+    }
+    pool_unref(&self->pool);
+    self->pool = pool_ref(pool);
+    STAT_SET(self->st->pool_version, pool->version);
+    STAT_SET(self->st->pool_applied, 1);
+}
+
+static void s_check_drained(worker_t *self)
+{
+    if (self->draining && self->nclients == 0)
+        __atomic_store_n(&self->drained, 1, __ATOMIC_RELEASE);
+}
+
+static void s_close_listener(worker_t *self)
+{
+    if (self->listening) {
+        self->listening = false;
+        uv_close((uv_handle_t *)&self->listener, NULL);
+    }
+}
+
+static void s_on_async(uv_async_t *a)
+{
+    worker_t *self = a->data;
+    pthread_mutex_lock(&self->mu);
+    pool_t *pool = self->posted_pool;
+    self->posted_pool = NULL;
+    bool drain = self->posted_drain, stop = self->posted_stop;
+    pthread_mutex_unlock(&self->mu);
+
+    if (pool) {
+        s_apply(self, pool);
+        pool_unref(&pool);
+    }
+    if ((drain || stop) && !self->draining) {
+        self->draining = true;
+        s_close_listener(self);
+        list_node_t *n = self->clients.next;
+        while (n != &self->clients) {
+            list_node_t *next = n->next; /* client_drain may unlink n */
+            client_drain(client_of(n));
+            n = next;
+        }
+        s_check_drained(self);
+    }
+    if (stop) {
+        list_node_t *n = self->clients.next;
+        while (n != &self->clients) {
+            list_node_t *next = n->next;
+            client_abort(client_of(n));
+            n = next;
+        }
+        for (instance_t *i = self->instances; i; i = i->next) {
+            i->in_pool = false;
+            instance_close_idle(i);
+        }
+        uv_close((uv_handle_t *)&self->async, NULL);
+    }
+}
+
+static void s_run(void *arg)
+{
+    worker_t *self = arg;
+    uv_run(&self->loop, UV_RUN_DEFAULT);
+}
+
+worker_t *worker_new(int index, int nworkers, const tide_config_t *cfg, stats_t *stats, int *err)
+{
+    worker_t *self = calloc(1, sizeof *self);
+    if (!self) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    self->index = index;
+    self->cfg = cfg;
+    self->stats = stats;
+    self->st = stats_worker(stats, index);
+    self->uopts = (upstream_opts_t){
+        .connect_timeout_ms = cfg->proxy.connect_timeout_ms,
+        .response_timeout_ms = cfg->proxy.response_timeout_ms,
+        /* Below the usual server keep-alive timeouts (5 s and up), so tide closes an idle
+         * connection before the instance does and the keep-alive race stays rare. */
+        .idle_timeout_ms = cfg->proxy.idle_timeout_ms < 4000 ? cfg->proxy.idle_timeout_ms : 4000,
+        .idle_max = cfg->proxy.upstream_idle_per_instance,
+        .max_header_size = (size_t)cfg->proxy.max_header_size,
+    };
+    self->max_clients = (uint32_t)(cfg->proxy.max_connections / nworkers);
+    if (self->max_clients == 0)
+        self->max_clients = 1;
+    self->rng = 0x9E3779B97F4A7C15ULL ^ (clock_mono_us() << 8) ^ (uint64_t)index;
+    list_init(&self->clients);
+    pthread_mutex_init(&self->mu, NULL);
+    int rc = uv_loop_init(&self->loop);
+    if (rc != 0) {
+        pthread_mutex_destroy(&self->mu);
+        free(self);
+        *err = rc;
+        return NULL;
+    }
+    uv_async_init(&self->loop, &self->async, s_on_async);
+    self->async.data = self;
+    rc = s_listen(self);
+    if (rc != 0) {
+        *err = rc;
+        s_close_listener(self);
+        uv_close((uv_handle_t *)&self->async, NULL);
+        uv_run(&self->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&self->loop);
+        pthread_mutex_destroy(&self->mu);
+        free(self);
+        return NULL;
+    }
+    return self;
+}
+
+int worker_start(worker_t *self)
+{
+    int rc = uv_thread_create(&self->thread, s_run, self);
+    if (rc == 0)
+        self->started = true;
+    return rc;
+}
+
+void worker_set_pool(worker_t *self, pool_t *pool)
+{
+    pthread_mutex_lock(&self->mu);
+    pool_unref(&self->posted_pool); /* only the newest matters */
+    self->posted_pool = pool_ref(pool);
+    pthread_mutex_unlock(&self->mu);
+    uv_async_send(&self->async);
+}
+
+void worker_drain(worker_t *self)
+{
+    pthread_mutex_lock(&self->mu);
+    self->posted_drain = true;
+    pthread_mutex_unlock(&self->mu);
+    uv_async_send(&self->async);
+}
+
+bool worker_drained(worker_t *self)
+{
+    return __atomic_load_n(&self->drained, __ATOMIC_ACQUIRE) != 0;
+}
+
+void worker_stop(worker_t *self)
+{
+    pthread_mutex_lock(&self->mu);
+    self->posted_stop = true;
+    pthread_mutex_unlock(&self->mu);
+    uv_async_send(&self->async);
+}
+
+void worker_destroy(worker_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    worker_t *self = *self_p;
+    if (self->started)
+        uv_thread_join(&self->thread);
+    /* The loop has ended: every connection and its close callback are done. */
+    while (self->instances) {
+        instance_t *next = self->instances->next;
+        instance_destroy(&self->instances);
+        self->instances = next;
+    }
+    if (uv_loop_close(&self->loop) != 0)
+        log_warn("worker loop closed with open handles", "worker=%d", self->index);
+    pool_unref(&self->pool);
+    pool_unref(&self->posted_pool);
+    free(self->active);
+    free(self->cands);
+    pthread_mutex_destroy(&self->mu);
+    free(self);
+    *self_p = NULL;
+}
+
+uv_loop_t *worker_loop(worker_t *self)
+{
+    return &self->loop;
+}
+
+const tide_config_t *worker_cfg(worker_t *self)
+{
+    return self->cfg;
+}
+
+stats_worker_t *worker_stats(worker_t *self)
+{
+    return self->st;
+}
+
+bool worker_draining(worker_t *self)
+{
+    return self->draining;
+}
+
+instance_t *worker_pick(worker_t *self, const instance_t *exclude)
+{
+    if (self->n_active == 0)
+        return NULL;
+    uint64_t now = uv_now(&self->loop);
+    for (size_t i = 0; i < self->n_active; i++) {
+        instance_t *inst = self->active[i];
+        self->cands[i] = (balancer_cand_t){.in_flight = inst->in_flight,
+                                           .excluded = inst == exclude,
+                                           .down = inst->down_until_ms > now};
+    }
+    int k = balancer_pick(self->cands, self->n_active, balancer_random(&self->rng));
+    return k < 0 ? NULL : self->active[k];
+}
+
+void worker_client_gone(worker_t *self, list_node_t *node)
+{
+    list_remove(node);
+    self->nclients--;
+    STAT_SET(self->st->connections, self->nclients);
+    s_check_drained(self);
+}
