@@ -1,0 +1,365 @@
+/* store.c - the scaler's Redis writes (one MULTI/EXEC per change) and its start-up read. */
+#include "store.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "names.h"
+#include "tide_log.h"
+#include "tide_redis.h"
+
+struct _store_t {
+    const tide_config_t *cfg;
+    redis_conn_t *conn;
+    char k_instances[256], k_pool[256], k_version[256], k_state[256];
+};
+
+store_t *store_new(const tide_config_t *cfg)
+{
+    store_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->cfg = cfg;
+    self->conn = redis_conn_new(cfg->redis.host, cfg->redis.port, cfg->redis.connect_timeout_ms,
+                                cfg->redis.command_timeout_ms);
+    if (!self->conn) {
+        free(self);
+        return NULL;
+    }
+    redis_key(self->k_instances, sizeof self->k_instances, cfg->service, KEY_INSTANCES);
+    redis_key(self->k_pool, sizeof self->k_pool, cfg->service, KEY_POOL);
+    redis_key(self->k_version, sizeof self->k_version, cfg->service, KEY_POOL_VERSION);
+    redis_key(self->k_state, sizeof self->k_state, cfg->service, KEY_STATE);
+    return self;
+}
+
+void store_destroy(store_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    redis_conn_destroy(&(*self_p)->conn);
+    free(*self_p);
+    *self_p = NULL;
+}
+
+const char *store_addr(const store_t *self, int index, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s:%d", self->cfg->app.host, self->cfg->app.base_port + index);
+    return buf;
+}
+
+/* ---- a pipelined transaction ---------------------------------------------------------------- */
+
+#define MAX_CMDS 8
+
+typedef struct {
+    int argc;
+    const char **argv;
+} cmd_t;
+
+/* Sends MULTI, cmds..., EXEC in one pipeline and returns EXEC's reply (caller frees), or NULL
+ * on any failure (the connection is then reset, so the next call reconnects). Every queued
+ * command must answer QUEUED: a command Redis refuses aborts the whole transaction. */
+static redisReply *s_transaction(store_t *self, const cmd_t *cmds, int n)
+{
+    redisContext *c = redis_conn_get(self->conn);
+    if (!c)
+        return NULL;
+    const char *multi[] = {"MULTI"}, *exec[] = {"EXEC"};
+    redisAppendCommandArgv(c, 1, multi, NULL);
+    for (int i = 0; i < n; i++)
+        redisAppendCommandArgv(c, cmds[i].argc, cmds[i].argv, NULL);
+    redisAppendCommandArgv(c, 1, exec, NULL);
+    redisReply *result = NULL;
+    bool failed = false;
+    for (int i = 0; i < n + 2; i++) {
+        void *r = NULL;
+        if (redisGetReply(c, &r) != REDIS_OK || !r) {
+            log_warn("redis transaction failed", "err=\"%s\"",
+                     c->errstr[0] ? c->errstr : "no reply");
+            redis_conn_reset(self->conn);
+            if (result)
+                freeReplyObject(result);
+            return NULL;
+        }
+        redisReply *rep = r;
+        if (i == n + 1) {
+            result = rep;
+        } else {
+            if (rep->type == REDIS_REPLY_ERROR) {
+                log_warn("redis refused a command", "step=%d err=\"%.200s\"", i, rep->str);
+                failed = true;
+            }
+            freeReplyObject(rep);
+        }
+    }
+    if (failed || !result || result->type != REDIS_REPLY_ARRAY || result->elements != (size_t)n) {
+        if (result && result->type == REDIS_REPLY_ERROR)
+            log_warn("redis transaction aborted", "err=\"%.200s\"", result->str);
+        if (result)
+            freeReplyObject(result);
+        /* EXECABORT or a wrong answer: the pipeline is consumed, but start clean anyway. */
+        redis_conn_reset(self->conn);
+        return NULL;
+    }
+    return result;
+}
+
+/* ---- write ---------------------------------------------------------------------------------- */
+
+static const char *s_state_name(Tide__V1__State s)
+{
+    switch (s) {
+    case TIDE__V1__STATE__STATE_BUSY:
+        return "BUSY";
+    case TIDE__V1__STATE__STATE_READY:
+        return "READY";
+    case TIDE__V1__STATE__STATE_UP:
+        return "UP";
+    default:
+        return "IDLE";
+    }
+}
+
+int store_write(store_t *self, const fsm_record_t *rec, bool with_pool, uint64_t since_wall_ms,
+                uint64_t *version)
+{
+    const char *prefix = self->cfg->app.name_prefix;
+    char num[7][24];
+    /* "stopping": names out of the pool still to be stopped, so a restart stops them too. */
+    size_t stop_len = (size_t)rec->n_stopping * 48 + 1;
+    char *stopping = calloc(1, stop_len);
+    /* pool: HSET key n1 a1 n2 a2 ... ; names and addresses live in one buffer. */
+    size_t npool = rec->n_pool;
+    const char **hset = calloc(2 + 2 * npool, sizeof *hset);
+    char(*text)[2][280] = calloc(npool ? npool : 1, sizeof *text);
+    if (!stopping || !hset || !text) {
+        free(stopping);
+        free(hset);
+        free(text);
+        return -ENOMEM;
+    }
+    size_t o = 0;
+    for (uint32_t i = 0; i < rec->n_stopping; i++) {
+        char name[48];
+        o += (size_t)snprintf(stopping + o, stop_len - o, "%s%s", i ? "," : "",
+                              names_format(name, sizeof name, prefix, rec->stopping[i]));
+    }
+
+    snprintf(num[0], sizeof num[0], "%llu", (unsigned long long)since_wall_ms);
+    snprintf(num[1], sizeof num[1], "%u", rec->desired);
+    snprintf(num[2], sizeof num[2], "%u", rec->current);
+    snprintf(num[3], sizeof num[3], "%u", rec->forced);
+    snprintf(num[4], sizeof num[4], "%u", rec->min);
+    snprintf(num[5], sizeof num[5], "%u", rec->max);
+    snprintf(num[6], sizeof num[6], "%u", rec->n_pool);
+    const char *state_argv[] = {
+        "HSET",     self->k_state,
+        "state",    s_state_name(rec->state),
+        "job_id",   rec->job_id,
+        "since_ms", num[0],
+        "desired",  num[1],
+        "current",  num[2],
+        "paused",   rec->paused ? "1" : "0",
+        "forced",   num[3],
+        "pinned",   rec->pinned ? "1" : "0",
+        "min",      num[4],
+        "max",      num[5],
+        "bounds",   rec->bounds_set ? "control" : "config",
+        "stopping", stopping,
+    };
+    cmd_t cmds[MAX_CMDS];
+    int n = 0;
+    int version_at = -1;
+    const char *del_argv[] = {"DEL", self->k_pool};
+    const char *set_argv[] = {"SET", self->k_instances, num[6]};
+    const char *incr_argv[] = {"INCR", self->k_version};
+    if (with_pool) {
+        cmds[n++] = (cmd_t){2, del_argv};
+        if (npool > 0) {
+            hset[0] = "HSET";
+            hset[1] = self->k_pool;
+            for (size_t i = 0; i < npool; i++) {
+                names_format(text[i][0], sizeof text[i][0], prefix, rec->pool[i]);
+                store_addr(self, rec->pool[i], text[i][1], sizeof text[i][1]);
+                hset[2 + 2 * i] = text[i][0];
+                hset[3 + 2 * i] = text[i][1];
+            }
+            cmds[n++] = (cmd_t){(int)(2 + 2 * npool), hset};
+        }
+        cmds[n++] = (cmd_t){3, set_argv};
+        version_at = n;
+        cmds[n++] = (cmd_t){2, incr_argv};
+    }
+    cmds[n++] = (cmd_t){(int)(sizeof state_argv / sizeof state_argv[0]), state_argv};
+
+    redisReply *ex = s_transaction(self, cmds, n);
+    int rc = ex ? 0 : -EIO;
+    if (ex && version_at >= 0) {
+        redisReply *v = ex->element[version_at];
+        if (v->type == REDIS_REPLY_INTEGER && v->integer >= 0)
+            *version = (uint64_t)v->integer;
+        else
+            rc = -EIO; /* pool_version is not an integer: the INCR failed inside EXEC */
+    }
+    if (ex)
+        freeReplyObject(ex);
+    free(stopping);
+    free(hset);
+    free(text);
+    return rc;
+}
+
+/* ---- load ----------------------------------------------------------------------------------- */
+
+static bool s_u64(const redisReply *r, uint64_t *out)
+{
+    if (!r || r->type != REDIS_REPLY_STRING || r->len == 0 || r->len > 20)
+        return false;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(r->str, &end, 10);
+    if (*end != '\0' || errno || r->str[0] == '-')
+        return false;
+    *out = v;
+    return true;
+}
+
+static bool s_u32_text(const char *text, uint32_t max, uint32_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(text, &end, 10);
+    if (text[0] == '\0' || text[0] == '-' || *end != '\0' || errno || v > max)
+        return false;
+    *out = (uint32_t)v;
+    return true;
+}
+
+static void s_add_sorted(uint16_t *arr, uint32_t *n, int index)
+{
+    for (uint32_t i = 0; i < *n; i++)
+        if (arr[i] == index)
+            return;
+    uint32_t i = *n;
+    while (i > 0 && arr[i - 1] > index) {
+        arr[i] = arr[i - 1];
+        i--;
+    }
+    arr[i] = (uint16_t)index;
+    (*n)++;
+}
+
+static void s_parse_state(store_t *self, const redisReply *h, fsm_record_t *rec, store_info_t *info)
+{
+    bool have_min = false, have_max = false, control_bounds = false, have_pinned = false;
+    for (size_t i = 0; i + 1 < h->elements; i += 2) {
+        const redisReply *k = h->element[i], *v = h->element[i + 1];
+        if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
+            continue;
+        const char *key = k->str, *val = v->str;
+        bool ok = true;
+        if (strcmp(key, "state") == 0) {
+            if (strcmp(val, "IDLE") == 0)
+                rec->state = TIDE__V1__STATE__STATE_IDLE;
+            else if (strcmp(val, "BUSY") == 0)
+                rec->state = TIDE__V1__STATE__STATE_BUSY;
+            else if (strcmp(val, "READY") == 0)
+                rec->state = TIDE__V1__STATE__STATE_READY;
+            else if (strcmp(val, "UP") == 0)
+                rec->state = TIDE__V1__STATE__STATE_UP;
+            else
+                ok = false;
+        } else if (strcmp(key, "job_id") == 0) {
+            ok = v->len < sizeof rec->job_id;
+            if (ok)
+                snprintf(rec->job_id, sizeof rec->job_id, "%s", val);
+        } else if (strcmp(key, "desired") == 0) {
+            ok = s_u32_text(val, 1000000, &rec->desired);
+        } else if (strcmp(key, "paused") == 0) {
+            rec->paused = strcmp(val, "1") == 0;
+        } else if (strcmp(key, "pinned") == 0) {
+            rec->pinned = strcmp(val, "1") == 0;
+            have_pinned = true;
+        } else if (strcmp(key, "forced") == 0) {
+            ok = s_u32_text(val, 1000, &rec->forced);
+        } else if (strcmp(key, "min") == 0) {
+            ok = have_min = s_u32_text(val, 1000, &rec->min);
+        } else if (strcmp(key, "max") == 0) {
+            ok = have_max = s_u32_text(val, 1000, &rec->max);
+        } else if (strcmp(key, "bounds") == 0) {
+            control_bounds = strcmp(val, "control") == 0;
+        } else if (strcmp(key, "stopping") == 0) {
+            char buf[8192];
+            snprintf(buf, sizeof buf, "%s", val);
+            char *save = NULL;
+            for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+                int idx = names_index(self->cfg->app.name_prefix, tok);
+                if (idx >= 0)
+                    s_add_sorted(rec->stopping, &rec->n_stopping, idx);
+                else
+                    ok = false;
+            }
+        }
+        if (!ok)
+            info->bad_fields++;
+    }
+    rec->bounds_set = control_bounds && have_min && have_max && rec->min <= rec->max;
+    if (!have_pinned)
+        rec->pinned = rec->forced > 0; /* docs/architecture.md: forced 0 = the policy decides */
+}
+
+int store_load(store_t *self, fsm_record_t *rec, store_info_t *info)
+{
+    memset(rec, 0, sizeof *rec);
+    memset(info, 0, sizeof *info);
+    const char *get_inst[] = {"GET", self->k_instances};
+    const char *get_pool[] = {"HGETALL", self->k_pool};
+    const char *get_ver[] = {"GET", self->k_version};
+    const char *get_state[] = {"HGETALL", self->k_state};
+    cmd_t cmds[] = {{2, get_inst}, {2, get_pool}, {2, get_ver}, {2, get_state}};
+    redisReply *ex = s_transaction(self, cmds, 4);
+    if (!ex)
+        return -EIO;
+    const redisReply *inst = ex->element[0], *pool = ex->element[1], *ver = ex->element[2],
+                     *state = ex->element[3];
+    if (pool->type != REDIS_REPLY_ARRAY || state->type != REDIS_REPLY_ARRAY) {
+        log_warn("redis: unexpected reply types at load", "pool=%d state=%d", pool->type,
+                 state->type);
+        freeReplyObject(ex);
+        return -EIO;
+    }
+    info->empty = inst->type == REDIS_REPLY_NIL && pool->elements == 0 &&
+                  ver->type == REDIS_REPLY_NIL && state->elements == 0;
+    if (inst->type != REDIS_REPLY_NIL && !s_u64(inst, &info->instances))
+        info->bad_fields++;
+    if (ver->type != REDIS_REPLY_NIL && !s_u64(ver, &rec->pool_version))
+        info->bad_fields++;
+    for (size_t i = 0; i + 1 < pool->elements; i += 2) {
+        const redisReply *k = pool->element[i];
+        int idx =
+            k->type == REDIS_REPLY_STRING ? names_index(self->cfg->app.name_prefix, k->str) : -1;
+        if (idx < 0) {
+            info->foreign++;
+            continue;
+        }
+        s_add_sorted(rec->pool, &rec->n_pool, idx);
+    }
+    s_parse_state(self, state, rec, info);
+    /* A name cannot be both in the pool and on the stop list: the pool wins (it is what the
+     * proxies route to; the list reconciles the rest). */
+    uint32_t w = 0;
+    for (uint32_t i = 0; i < rec->n_stopping; i++) {
+        bool in_pool = false;
+        for (uint32_t k = 0; k < rec->n_pool && !in_pool; k++)
+            in_pool = rec->pool[k] == rec->stopping[i];
+        if (!in_pool)
+            rec->stopping[w++] = rec->stopping[i];
+    }
+    rec->n_stopping = w;
+    rec->current = rec->n_pool;
+    freeReplyObject(ex);
+    return 0;
+}

@@ -1,0 +1,1075 @@
+/* test_fsm.c - unit tests of fsm.c: every transition, every ignored event, reconcile, backoff,
+ * pause, scale, bounds, drain. The machine is pure, so each test drives it with events and a
+ * made-up clock and checks the actions it answers with. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fsm.h"
+
+#define IDLE  TIDE__V1__STATE__STATE_IDLE
+#define BUSY  TIDE__V1__STATE__STATE_BUSY
+#define READY TIDE__V1__STATE__STATE_READY
+#define UP    TIDE__V1__STATE__STATE_UP
+
+#define K_UP     TIDE__V1__JOB_KIND__JOB_SCALE_UP
+#define K_DOWN   TIDE__V1__JOB_KIND__JOB_SCALE_DOWN
+#define K_LIST   TIDE__V1__JOB_KIND__JOB_LIST
+#define J_OK     TIDE__V1__JOB_STATE__JOB_SUCCEEDED
+#define J_FAILED TIDE__V1__JOB_STATE__JOB_FAILED
+#define J_RUN    TIDE__V1__JOB_STATE__JOB_RUNNING
+
+static fsm_config_t s_cfg(void)
+{
+    fsm_config_t c;
+    memset(&c, 0, sizeof c);
+    c.policy = (policy_config_t){
+        .kind = POLICY_TARGET,
+        .min = 1,
+        .max = 10,
+        .target_rps = 100,
+        .panic_threshold = 2,
+        .max_step = 5,
+        .scale_up_rps = 100,
+        .scale_down_rps = 30,
+        .scale_down_delay_s = 30,
+        .stable_window_s = 60,
+    };
+    c.settle_ms = 2000;
+    c.job_deadline_ms = 10000;
+    c.deadline_grace_ms = 5000;
+    c.poll_ms = 2000;
+    c.backoff_initial_ms = 1000;
+    c.backoff_max_ms = 8000;
+    c.drain_deadline_ms = 30000;
+    c.stale_ms = 3000;
+    c.reconcile_adopt = true;
+    snprintf(c.job_prefix, sizeof c.job_prefix, "test");
+    snprintf(c.name_prefix, sizeof c.name_prefix, "production");
+    return c;
+}
+
+/* ---- driving helpers ---------------------------------------------------------------------- */
+
+/* Finishes the job in flight with state; results list `running` indices (ok = healthy). */
+static void s_finish(fsm_t *f, Tide__V1__JobState state, const int *running, size_t n, uint64_t now,
+                     fsm_actions_t *acts)
+{
+    const fsm_job_t *job = fsm_job(f);
+    assert_non_null(job);
+    fsm_result_t res[64];
+    for (size_t i = 0; i < n; i++)
+        res[i] = (fsm_result_t){.index = running[i], .ok = true, .running = true};
+    char id[FSM_JOB_ID_MAX];
+    snprintf(id, sizeof id, "%s", job->id);
+    fsm_job_result_t r = {
+        .job_id = id, .kind = job->kind, .state = state, .results = res, .n_results = n};
+    fsm_on_job_result(f, &r, now, acts);
+}
+
+static void s_ok(fsm_t *f, uint64_t now, fsm_actions_t *acts)
+{
+    s_finish(f, J_OK, NULL, 0, now, acts);
+}
+
+/* A stop of instances already out of the pool drains first too: it asks for a pool write, and
+ * the job goes out once that write is done and the proxies are drained. */
+static void s_drain_then_send(fsm_t *f, fsm_actions_t *a, uint64_t now)
+{
+    assert_true(a->pool_changed);
+    assert_false(a->send_job);
+    assert_int_equal(fsm_job(f)->kind, TIDE__V1__JOB_KIND__JOB_SCALE_DOWN);
+    fsm_on_pool_written(f, 100, now);
+    fsm_on_tick(f, now, true, a);
+    assert_true(a->send_job);
+}
+
+static bool s_has_trans(const fsm_actions_t *a, Tide__V1__State from, Tide__V1__State to)
+{
+    for (size_t i = 0; i < a->n_trans; i++)
+        if (a->trans[i].from == from && a->trans[i].to == to)
+            return true;
+    return false;
+}
+
+static bool s_quiet(const fsm_actions_t *a)
+{
+    return !a->send_job && !a->poll_job && !a->pool_changed && a->n_trans == 0;
+}
+
+static fsm_record_t *s_record(const int *pool, size_t n)
+{
+    fsm_record_t *rec = calloc(1, sizeof *rec);
+    for (size_t i = 0; i < n; i++)
+        rec->pool[rec->n_pool++] = (uint16_t)pool[i];
+    rec->current = rec->n_pool;
+    rec->pool_version = 7;
+    return rec;
+}
+
+/* A machine restored with `n` instances in the pool (production0..n-1) and reconciled (the
+ * list shows exactly those running), at time 1000, with no metrics yet. */
+static fsm_t *s_running(fsm_config_t cfg, uint32_t n)
+{
+    fsm_t *f = fsm_new(&cfg);
+    int idx[64];
+    for (uint32_t i = 0; i < n; i++)
+        idx[i] = (int)i;
+    fsm_record_t *rec = s_record(idx, n);
+    fsm_actions_t a;
+    fsm_restore(f, rec, 1000, &a);
+    free(rec);
+    assert_true(a.send_job);
+    assert_int_equal(fsm_job(f)->kind, K_LIST);
+    s_finish(f, J_OK, idx, n, 1000, &a);
+    fsm_on_pool_written(f, 8, 1000);
+    return f;
+}
+
+/* A running machine at UP with n instances and a steady load that wants exactly n. */
+static fsm_t *s_up(uint32_t n, uint64_t *now)
+{
+    fsm_t *f = s_running(s_cfg(), n);
+    fsm_actions_t a;
+    *now = 2000;
+    fsm_on_snapshot(f, 100.0 * n, 100.0 * n, 60, *now, &a);
+    assert_int_equal(fsm_state(f), n <= 1 ? IDLE : UP);
+    assert_false(a.send_job);
+    return f;
+}
+
+/* From UP/IDLE with `from` instances, a load that wants `to` (> from): BUSY with a job. */
+static fsm_t *s_busy_up(uint32_t from, uint32_t to, uint64_t *now)
+{
+    fsm_t *f = s_up(from, now);
+    fsm_actions_t a;
+    *now += 1000;
+    fsm_on_snapshot(f, 100.0 * to - 1, 100.0 * from, 60, *now, &a);
+    assert_int_equal(fsm_state(f), BUSY);
+    assert_true(a.send_job);
+    return f;
+}
+
+/* ---- reconcile ---------------------------------------------------------------------------- */
+
+static void test_restore_empty_lists_first(void **state)
+{
+    (void)state;
+    fsm_config_t cfg = s_cfg();
+    fsm_t *f = fsm_new(&cfg);
+    assert_false(fsm_restored(f));
+    fsm_actions_t a;
+    /* metrics before the restore are remembered but nothing happens */
+    fsm_on_snapshot(f, 900, 900, 60, 500, &a);
+    assert_true(s_quiet(&a));
+    fsm_on_tick(f, 600, false, &a);
+    assert_true(s_quiet(&a));
+
+    fsm_record_t *rec = s_record(NULL, 0);
+    fsm_restore(f, rec, 1000, &a);
+    free(rec);
+    assert_true(fsm_restored(f));
+    assert_int_equal(fsm_state(f), BUSY);
+    assert_true(a.send_job && a.persist);
+    assert_false(a.poll_job);
+    assert_true(s_has_trans(&a, IDLE, BUSY));
+    assert_int_equal(fsm_job(f)->kind, K_LIST);
+    assert_string_equal(fsm_job(f)->id, "test-1");
+    fsm_status_t st;
+    fsm_status(f, &st);
+    assert_true(st.reconciling);
+
+    /* while listing, even a big load starts nothing */
+    fsm_on_snapshot(f, 900, 900, 60, 1100, &a);
+    assert_false(a.send_job);
+    assert_int_equal(fsm_job(f)->kind, K_LIST);
+
+    /* an empty list, no metrics fresh... the load above is: min 1 is reached first anyway */
+    s_finish(f, J_OK, NULL, 0, 1200, &a);
+    assert_true(s_has_trans(&a, BUSY, IDLE)); /* reconciled: 0 instances */
+    assert_true(a.pool_changed);              /* instances and pool agree from now on */
+    assert_true(s_has_trans(&a, IDLE, BUSY)); /* and the policy scales up right away */
+    assert_true(a.send_job);
+    assert_int_equal(fsm_job(f)->kind, K_UP);
+    fsm_destroy(&f);
+    assert_null(f);
+    fsm_destroy(&f);
+}
+
+static void test_restore_without_metrics_raises_to_min(void **state)
+{
+    (void)state;
+    fsm_config_t cfg = s_cfg();
+    cfg.policy.min = 2;
+    fsm_t *f = fsm_new(&cfg);
+    fsm_actions_t a;
+    fsm_record_t *rec = s_record(NULL, 0);
+    fsm_restore(f, rec, 1000, &a);
+    free(rec);
+    s_finish(f, J_OK, NULL, 0, 1000, &a);
+    const fsm_job_t *job = fsm_job(f);
+    assert_non_null(job);
+    assert_int_equal(job->kind, K_UP);
+    assert_int_equal(job->n, 2);
+    assert_int_equal(job->idx[0], 0);
+    assert_int_equal(job->idx[1], 1);
+    fsm_destroy(&f);
+}
+
+static void test_restore_job_in_flight_succeeded(void **state)
+{
+    (void)state;
+    fsm_config_t cfg = s_cfg();
+    fsm_t *f = fsm_new(&cfg);
+    int pool[] = {0};
+    fsm_record_t *rec = s_record(pool, 1);
+    rec->state = BUSY;
+    snprintf(rec->job_id, sizeof rec->job_id, "old-run-3");
+    fsm_actions_t a;
+    fsm_restore(f, rec, 1000, &a);
+    free(rec);
+    assert_true(a.poll_job);
+    assert_false(a.send_job);
+    assert_string_equal(fsm_job(f)->id, "old-run-3");
+    /* polled every poll_ms until it answers */
+    fsm_on_tick(f, 2000, false, &a);
+    assert_false(a.poll_job);
+    fsm_on_tick(f, 3000, false, &a);
+    assert_true(a.poll_job);
+    /* a running record changes nothing */
+    fsm_job_result_t running = {.job_id = "old-run-3", .kind = K_UP, .state = J_RUN};
+    fsm_on_job_result(f, &running, 3100, &a);
+    assert_true(s_quiet(&a));
+    /* it succeeded: production1 joins the pool, then the list */
+    int inst[] = {1};
+    fsm_job_result_t done = {
+        .job_id = "old-run-3", .kind = K_UP, .state = J_OK, .instances = inst, .n_instances = 1};
+    fsm_on_job_result(f, &done, 3200, &a);
+    assert_true(a.pool_changed);
+    assert_true(a.send_job);
+    assert_int_equal(fsm_job(f)->kind, K_LIST);
+    assert_int_equal(fsm_current(f), 2);
+    int running_now[] = {0, 1};
+    s_finish(f, J_OK, running_now, 2, 3300, &a);
+    assert_int_equal(fsm_state(f), UP);
+    assert_int_equal(fsm_current(f), 2);
+    fsm_destroy(&f);
+}
+
+static void test_restore_job_unknown_goes_to_list(void **state)
+{
+    (void)state;
+    fsm_config_t cfg = s_cfg();
+    fsm_t *f = fsm_new(&cfg);
+    int pool[] = {0, 1};
+    fsm_record_t *rec = s_record(pool, 2);
+    rec->state = BUSY;
+    snprintf(rec->job_id, sizeof rec->job_id, "old-run-9");
+    fsm_actions_t a;
+    fsm_restore(f, rec, 1000, &a);
+    free(rec);
+    fsm_on_job_error(f, "other-job", FSM_ERR_UNKNOWN_JOB, "unknown job", 1100, &a);
+    assert_true(s_quiet(&a)); /* not about our job */
+    fsm_on_job_error(f, "old-run-9", FSM_ERR_UNKNOWN_JOB, "unknown job", 1200, &a);
+    assert_true(a.send_job);
+    assert_int_equal(fsm_job(f)->kind, K_LIST);
+    fsm_destroy(&f);
+
+    /* and when the executor never answers about it, the deadline moves on to the list */
+    f = fsm_new(&cfg);
+    rec = s_record(pool, 2);
+    rec->state = BUSY;
+    snprintf(rec->job_id, sizeof rec->job_id, "old-run-9");
+    fsm_restore(f, rec, 1000, &a);
+    free(rec);
+    fsm_on_tick(f, 1000 + 15000, false, &a);
+    assert_true(a.send_job);
+    assert_int_equal(fsm_job(f)->kind, K_LIST);
+    fsm_destroy(&f);
+}
+
+typedef struct {
+    const char *what;
+    bool adopt;
+    int pool[8];
+    size_t n_pool;
+    int stopping[4];
+    size_t n_stopping;
+    int running[8];
+    bool healthy[8];
+    size_t n_running;
+    uint32_t want_current;
+    int want_in_pool[8]; /* -1 ends */
+    int want_stop[8];    /* -1 ends: the stop job that follows */
+} list_case_t;
+
+static const list_case_t s_list_cases[] = {
+    {"pool matches", true, {0, 1}, 2, {0}, 0, {0, 1}, {1, 1}, 2, 2, {0, 1, -1}, {-1}},
+    {"pool entry not running is removed",
+     true,
+     {0, 1, 2},
+     3,
+     {0},
+     0,
+     {0, 2},
+     {1, 1},
+     2,
+     2,
+     {0, 2, -1},
+     {-1}},
+    {"healthy stray adopted", true, {0}, 1, {0}, 0, {0, 1}, {1, 1}, 2, 2, {0, 1, -1}, {-1}},
+    {"unhealthy stray stopped", true, {0}, 1, {0}, 0, {0, 1}, {1, 0}, 2, 1, {0, -1}, {1, -1}},
+    {"stop policy stops strays",
+     false,
+     {0},
+     1,
+     {0},
+     0,
+     {0, 1, 2},
+     {1, 1, 1},
+     3,
+     1,
+     {0, -1},
+     {1, 2, -1}},
+    {"a draining instance is stopped, not adopted",
+     true,
+     {0},
+     1,
+     {1},
+     1,
+     {0, 1},
+     {1, 1},
+     2,
+     1,
+     {0, -1},
+     {1, -1}},
+    {"a stop-list entry that is gone is forgotten",
+     true,
+     {0},
+     1,
+     {3},
+     1,
+     {0},
+     {1},
+     1,
+     1,
+     {0, -1},
+     {-1}},
+};
+
+static void test_list_reconcile_table(void **state)
+{
+    (void)state;
+    for (size_t c = 0; c < sizeof s_list_cases / sizeof s_list_cases[0]; c++) {
+        const list_case_t *lc = &s_list_cases[c];
+        fsm_config_t cfg = s_cfg();
+        cfg.reconcile_adopt = lc->adopt;
+        fsm_t *f = fsm_new(&cfg);
+        fsm_record_t *rec = s_record(lc->pool, lc->n_pool);
+        for (size_t i = 0; i < lc->n_stopping; i++)
+            rec->stopping[rec->n_stopping++] = (uint16_t)lc->stopping[i];
+        fsm_actions_t a;
+        fsm_restore(f, rec, 1000, &a);
+        free(rec);
+        fsm_result_t res[8];
+        for (size_t i = 0; i < lc->n_running; i++)
+            res[i] = (fsm_result_t){lc->running[i], lc->healthy[i], true};
+        fsm_job_result_t r = {.job_id = fsm_job(f)->id,
+                              .kind = K_LIST,
+                              .state = J_OK,
+                              .results = res,
+                              .n_results = lc->n_running};
+        char id[FSM_JOB_ID_MAX];
+        snprintf(id, sizeof id, "%s", r.job_id);
+        r.job_id = id;
+        fsm_on_job_result(f, &r, 1100, &a);
+        if (fsm_current(f) != lc->want_current)
+            fail_msg("%s: current %u, want %u", lc->what, fsm_current(f), lc->want_current);
+        assert_true(a.pool_changed);
+        for (int i = 0; lc->want_in_pool[i] >= 0; i++)
+            if (!fsm_in_pool(f, lc->want_in_pool[i]))
+                fail_msg("%s: %d not in pool", lc->what, lc->want_in_pool[i]);
+        const fsm_job_t *job = fsm_job(f);
+        if (lc->want_stop[0] < 0) {
+            if (job && job->kind == K_DOWN)
+                fail_msg("%s: unexpected stop job", lc->what);
+        } else {
+            if (!job || job->kind != K_DOWN || a.send_job)
+                fail_msg("%s: no stop job (drained first)", lc->what);
+            for (uint32_t i = 0; i < job->n; i++)
+                if (job->idx[i] != lc->want_stop[i])
+                    fail_msg("%s: stop job[%u] = %u, want %d", lc->what, i, job->idx[i],
+                             lc->want_stop[i]);
+            assert_int_equal(lc->want_stop[job->n], -1);
+        }
+        fsm_destroy(&f);
+    }
+}
+
+static void test_list_failure_retried_with_backoff(void **state)
+{
+    (void)state;
+    fsm_config_t cfg = s_cfg();
+    fsm_t *f = fsm_new(&cfg);
+    fsm_record_t *rec = s_record(NULL, 0);
+    fsm_actions_t a;
+    fsm_restore(f, rec, 1000, &a);
+    free(rec);
+    char first[FSM_JOB_ID_MAX];
+    snprintf(first, sizeof first, "%s", fsm_job(f)->id);
+    fsm_on_job_error(f, first, FSM_ERR_UNREACHABLE, "no reply", 1100, &a);
+    assert_int_equal(fsm_state(f), BUSY);
+    assert_null(fsm_job(f));
+    fsm_status_t st;
+    fsm_status(f, &st);
+    assert_int_equal(st.failures, 1);
+    assert_int_equal(st.backoff_until_ms, 2100);
+    /* no scaling blind: a big load starts nothing while reconciling */
+    fsm_on_snapshot(f, 900, 900, 60, 1500, &a);
+    assert_false(a.send_job);
+    fsm_on_tick(f, 2000, false, &a);
+    assert_false(a.send_job);
+    fsm_on_tick(f, 2100, false, &a);
+    assert_true(a.send_job);
+    assert_int_equal(fsm_job(f)->kind, K_LIST);
+    assert_string_not_equal(fsm_job(f)->id, first);
+    /* fails again: backoff doubles */
+    s_finish(f, J_FAILED, NULL, 0, 2200, &a);
+    fsm_status(f, &st);
+    assert_int_equal(st.backoff_until_ms, 2200 + 2000);
+    fsm_destroy(&f);
+}
+
+/* ---- scale up ----------------------------------------------------------------------------- */
+
+static void test_scale_up_to_ready_to_up(void **state)
+{
+    (void)state;
+    uint64_t now;
+    fsm_t *f = s_up(1, &now);
+    assert_int_equal(fsm_state(f), IDLE);
+    fsm_actions_t a;
+    now += 1000;
+    fsm_on_snapshot(f, 350, 200, 60, now, &a); /* wants 4 */
+    assert_true(s_has_trans(&a, IDLE, BUSY));
+    assert_true(a.send_job && a.persist && a.pub_decision);
+    const fsm_job_t *job = fsm_job(f);
+    assert_int_equal(job->kind, K_UP);
+    assert_int_equal(job->n, 3);
+    assert_int_equal(job->idx[0], 1);
+    assert_int_equal(job->idx[2], 3);
+    assert_int_equal(job->deadline_ms, 10000);
+    fsm_record_t rec;
+    fsm_record(f, &rec);
+    assert_int_equal(rec.state, BUSY);
+    assert_string_equal(rec.job_id, job->id); /* persisted before it is sent */
+
+    s_ok(f, now + 500, &a);
+    assert_true(s_has_trans(&a, BUSY, READY));
+    assert_true(a.pool_changed && a.persist);
+    assert_int_equal(fsm_current(f), 4);
+    fsm_on_tick(f, now + 500 + 1999, false, &a);
+    assert_int_equal(fsm_state(f), READY);
+    fsm_on_tick(f, now + 500 + 2000, false, &a);
+    assert_true(s_has_trans(&a, READY, UP));
+    assert_int_equal(fsm_state(f), UP);
+    fsm_destroy(&f);
+}
+
+static void test_ready_goes_idle_when_at_min(void **state)
+{
+    (void)state;
+    /* from 0 to min=1 (a first start): after settling it is at the minimum */
+    fsm_config_t cfg = s_cfg();
+    fsm_t *f = fsm_new(&cfg);
+    fsm_record_t *rec = s_record(NULL, 0);
+    fsm_actions_t a;
+    fsm_restore(f, rec, 1000, &a);
+    free(rec);
+    s_ok(f, 1000, &a); /* empty list -> scale up to 1 */
+    s_ok(f, 1500, &a);
+    assert_int_equal(fsm_state(f), READY);
+    fsm_on_tick(f, 3500, false, &a);
+    assert_true(s_has_trans(&a, READY, IDLE));
+    fsm_destroy(&f);
+}
+
+typedef enum { EV_RESULT, EV_SNAPSHOT, EV_ERROR, EV_TICK, EV_WRITTEN } ev_kind_t;
+
+typedef struct {
+    const char *what;
+    ev_kind_t kind;
+    const char *job_id; /* NULL: the job in flight */
+    Tide__V1__JobState job_state;
+    double rps;
+    uint64_t dt; /* ms after the fixture's time */
+} ignored_t;
+
+static void s_fire(fsm_t *f, const ignored_t *ev, uint64_t now, fsm_actions_t *a)
+{
+    char id[FSM_JOB_ID_MAX] = "nobody-1";
+    if (!ev->job_id && fsm_job(f))
+        snprintf(id, sizeof id, "%s", fsm_job(f)->id);
+    else if (ev->job_id)
+        snprintf(id, sizeof id, "%s", ev->job_id);
+    switch (ev->kind) {
+    case EV_RESULT: {
+        fsm_job_result_t r = {.job_id = id, .kind = K_UP, .state = ev->job_state};
+        fsm_on_job_result(f, &r, now + ev->dt, a);
+        break;
+    }
+    case EV_SNAPSHOT:
+        fsm_on_snapshot(f, ev->rps, ev->rps, 60, now + ev->dt, a);
+        break;
+    case EV_ERROR:
+        fsm_on_job_error(f, id, FSM_ERR_REFUSED, "x", now + ev->dt, a);
+        break;
+    case EV_TICK:
+        fsm_on_tick(f, now + ev->dt, true, a);
+        break;
+    case EV_WRITTEN:
+        fsm_on_pool_written(f, 99, now + ev->dt);
+        memset(a, 0, sizeof *a);
+        break;
+    }
+}
+
+static const ignored_t s_busy_ignored[] = {
+    {"FINISHED for an unknown job id", EV_RESULT, "someone-else-7", J_OK, 0, 10},
+    {"FAILED for an unknown job id", EV_RESULT, "someone-else-7", J_FAILED, 0, 10},
+    {"a RUNNING record for our job", EV_RESULT, NULL, J_RUN, 0, 10},
+    {"a snapshot wanting more", EV_SNAPSHOT, NULL, 0, 5000, 10},
+    {"a snapshot wanting fewer", EV_SNAPSHOT, NULL, 0, 0, 10},
+    {"a refusal for another job", EV_ERROR, "someone-else-7", 0, 0, 10},
+    {"a tick before the poll time", EV_TICK, NULL, 0, 0, 100},
+    {"a pool write that is not a drain", EV_WRITTEN, NULL, 0, 0, 10},
+};
+
+static void test_busy_ignores(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof s_busy_ignored / sizeof s_busy_ignored[0]; i++) {
+        uint64_t now;
+        fsm_t *f = s_busy_up(1, 3, &now);
+        char id[FSM_JOB_ID_MAX];
+        snprintf(id, sizeof id, "%s", fsm_job(f)->id);
+        fsm_actions_t a;
+        s_fire(f, &s_busy_ignored[i], now, &a);
+        if (!s_quiet(&a) || fsm_state(f) != BUSY || strcmp(fsm_job(f)->id, id) != 0)
+            fail_msg("BUSY should ignore: %s", s_busy_ignored[i].what);
+        fsm_destroy(&f);
+    }
+}
+
+static const ignored_t s_ready_ignored[] = {
+    {"the same FINISHED again (event after a status reply)", EV_RESULT, "test-2", J_OK, 0, 10},
+    {"a snapshot wanting more", EV_SNAPSHOT, NULL, 0, 5000, 10},
+    {"a snapshot wanting fewer", EV_SNAPSHOT, NULL, 0, 0, 10},
+    {"a tick before the settle time", EV_TICK, NULL, 0, 0, 1999},
+};
+
+static void test_ready_ignores(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof s_ready_ignored / sizeof s_ready_ignored[0]; i++) {
+        uint64_t now;
+        fsm_t *f = s_busy_up(1, 3, &now);
+        assert_string_equal(fsm_job(f)->id, "test-2");
+        fsm_actions_t a;
+        s_ok(f, now, &a);
+        assert_int_equal(fsm_state(f), READY);
+        s_fire(f, &s_ready_ignored[i], now, &a);
+        if (!s_quiet(&a) || fsm_state(f) != READY || fsm_current(f) != 3)
+            fail_msg("READY should ignore: %s", s_ready_ignored[i].what);
+        fsm_destroy(&f);
+    }
+}
+
+static const ignored_t s_stable_ignored[] = {
+    {"a FINISHED for no job", EV_RESULT, "test-1", J_OK, 0, 10},
+    {"a refusal for no job", EV_ERROR, "test-9", 0, 0, 10},
+    {"a snapshot wanting what we have", EV_SNAPSHOT, NULL, 0, 200, 10},
+    {"a tick", EV_TICK, NULL, 0, 0, 10},
+};
+
+static void test_stable_ignores(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof s_stable_ignored / sizeof s_stable_ignored[0]; i++) {
+        uint64_t now;
+        fsm_t *f = s_up(2, &now);
+        fsm_actions_t a;
+        s_fire(f, &s_stable_ignored[i], now, &a);
+        if (!s_quiet(&a) || fsm_state(f) != UP || fsm_current(f) != 2)
+            fail_msg("UP should ignore: %s", s_stable_ignored[i].what);
+        fsm_destroy(&f);
+    }
+}
+
+static void test_scale_up_failed_backoff_and_retry(void **state)
+{
+    (void)state;
+    uint64_t now;
+    fsm_t *f = s_busy_up(2, 4, &now);
+    fsm_actions_t a;
+    char first[FSM_JOB_ID_MAX];
+    snprintf(first, sizeof first, "%s", fsm_job(f)->id);
+    s_finish(f, J_FAILED, NULL, 0, now + 100, &a);
+    assert_true(s_has_trans(&a, BUSY, UP)); /* back to the previous stable state */
+    assert_false(a.send_job);
+    assert_false(a.pool_changed);
+    assert_int_equal(fsm_current(f), 2);
+    fsm_status_t st;
+    fsm_status(f, &st);
+    assert_int_equal(st.failures, 1);
+    assert_int_equal(st.backoff_until_ms, now + 100 + 1000);
+    assert_true(strstr(st.last_error, "failed") != NULL);
+    assert_true(strstr(a.trans[0].reason, "retry after 1000 ms") != NULL);
+
+    /* the policy still wants 4: nothing before the backoff ends */
+    fsm_on_snapshot(f, 399, 200, 60, now + 500, &a);
+    assert_false(a.send_job);
+    fsm_on_tick(f, now + 1099, false, &a);
+    assert_false(a.send_job);
+    fsm_on_tick(f, now + 1100, false, &a);
+    assert_true(a.send_job);
+    assert_string_not_equal(fsm_job(f)->id, first);
+
+    /* refused this time: the backoff doubles, still no leftovers to stop */
+    fsm_on_job_error(f, fsm_job(f)->id, FSM_ERR_REFUSED, "bad port", now + 1200, &a);
+    fsm_status(f, &st);
+    assert_int_equal(st.failures, 2);
+    assert_int_equal(st.backoff_until_ms, now + 1200 + 2000);
+    assert_int_equal(st.n_stopping, 0);
+
+    /* once the load is gone, the policy no longer wants it: no job after the backoff */
+    fsm_on_snapshot(f, 200, 200, 60, now + 3000, &a);
+    fsm_on_tick(f, now + 3300, false, &a);
+    assert_false(a.send_job);
+    assert_int_equal(fsm_state(f), UP);
+
+    /* a success resets the backoff */
+    fsm_on_snapshot(f, 399, 200, 60, now + 4000, &a);
+    assert_true(a.send_job);
+    s_ok(f, now + 4100, &a);
+    fsm_status(f, &st);
+    assert_int_equal(st.failures, 0);
+    assert_int_equal(st.backoff_until_ms, 0);
+    fsm_destroy(&f);
+}
+
+static void test_backoff_doubles_to_max(void **state)
+{
+    (void)state;
+    uint64_t now;
+    fsm_t *f = s_busy_up(1, 2, &now);
+    fsm_actions_t a;
+    uint64_t want[] = {1000, 2000, 4000, 8000, 8000, 8000};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        assert_non_null(fsm_job(f));
+        s_finish(f, J_FAILED, NULL, 0, now, &a);
+        fsm_status_t st;
+        fsm_status(f, &st);
+        if (st.backoff_until_ms != now + want[i])
+            fail_msg("failure %zu: backoff %llu, want %llu", i + 1,
+                     (unsigned long long)(st.backoff_until_ms - now), (unsigned long long)want[i]);
+        now = st.backoff_until_ms;
+        fsm_on_snapshot(f, 199, 100, 60, now, &a);
+        assert_true(a.send_job);
+    }
+    fsm_destroy(&f);
+}
+
+static void test_scale_up_deadline_polls_then_fails(void **state)
+{
+    (void)state;
+    uint64_t now;
+    fsm_t *f = s_busy_up(1, 2, &now);
+    const fsm_job_t *job = fsm_job(f);
+    assert_int_equal(job->idx[0], 1);
+    fsm_actions_t a;
+    int polls = 0;
+    for (uint64_t t = now + 250; t < now + 15000; t += 250) {
+        fsm_on_tick(f, t, false, &a);
+        polls += a.poll_job;
+        assert_false(a.send_job);
+        fsm_on_snapshot(f, 199, 100, 60, t, &a); /* metrics keep flowing */
+        polls += a.poll_job;
+        assert_false(a.send_job);
+        assert_int_equal(fsm_state(f), BUSY);
+    }
+    assert_true(polls >= 6 && polls <= 8); /* every 2 s over 15 s */
+    fsm_on_tick(f, now + 15000, false, &a);
+    assert_true(s_has_trans(&a, BUSY, IDLE));
+    fsm_status_t st;
+    fsm_status(f, &st);
+    assert_true(strstr(st.last_error, "deadline") != NULL);
+    /* the outcome is unknown: production1 may run, so it is stopped before anything else */
+    assert_int_equal(st.n_stopping, 1);
+    assert_false(fsm_in_pool(f, 1));
+    fsm_on_tick(f, now + 16000, false, &a);
+    assert_true(s_has_trans(&a, IDLE, BUSY));
+    s_drain_then_send(f, &a, now + 16000);
+    assert_int_equal(fsm_job(f)->kind, K_DOWN);
+    assert_int_equal(fsm_job(f)->idx[0], 1);
+    s_ok(f, now + 16100, &a);
+    fsm_status(f, &st);
+    assert_int_equal(st.n_stopping, 0);
+    /* and the scale up comes next (the metrics are still fresh), on the same name */
+    assert_true(a.send_job);
+    assert_int_equal(fsm_job(f)->kind, K_UP);
+    assert_int_equal(fsm_job(f)->idx[0], 1);
+    fsm_destroy(&f);
+}
+
+static void test_unreachable_executor_leftovers(void **state)
+{
+    (void)state;
+    uint64_t now;
+    fsm_t *f = s_busy_up(1, 3, &now);
+    fsm_actions_t a;
+    fsm_on_job_error(f, fsm_job(f)->id, FSM_ERR_UNREACHABLE, "no reply", now, &a);
+    assert_true(s_has_trans(&a, BUSY, IDLE));
+    fsm_status_t st;
+    fsm_status(f, &st);
+    assert_int_equal(st.n_stopping, 2);
+    /* a failed record that says an instance runs after all puts that one on the list */
+    fsm_on_snapshot(f, 299, 100, 60, now + 1000, &a);
+    s_drain_then_send(f, &a, now + 1000);
+    assert_int_equal(fsm_job(f)->kind, K_DOWN);
+    s_ok(f, now + 1100, &a); /* stopped; the policy still wants 3: up right away */
+    assert_true(s_has_trans(&a, BUSY, IDLE) && s_has_trans(&a, IDLE, BUSY));
+    assert_true(a.send_job);
+    assert_int_equal(fsm_job(f)->kind, K_UP);
+    int running[] = {2};
+    s_finish(f, J_FAILED, running, 1, now + 1300, &a);
+    fsm_status(f, &st);
+    assert_int_equal(st.n_stopping, 1);
+    fsm_destroy(&f);
+}
+
+/* ---- scale down --------------------------------------------------------------------------- */
+
+/* UP with 4, load drops to 1 instance's worth: after the delay, BUSY draining 3. */
+static fsm_t *s_draining(uint64_t *now)
+{
+    fsm_t *f = s_up(4, now);
+    fsm_actions_t a;
+    for (int s = 0; s <= 30; s++) {
+        *now += 1000;
+        fsm_on_snapshot(f, 50, 50, 60, *now, &a);
+        if (fsm_state(f) == BUSY)
+            break;
+        assert_false(a.pool_changed);
+    }
+    assert_int_equal(fsm_state(f), BUSY);
+    assert_true(a.pool_changed && a.persist);
+    assert_false(a.send_job); /* nothing is stopped before the proxies have drained */
+    return f;
+}
+
+static void test_scale_down_drain_then_stop(void **state)
+{
+    (void)state;
+    uint64_t now;
+    fsm_t *f = s_draining(&now);
+    fsm_actions_t a;
+    assert_int_equal(fsm_current(f), 1);
+    assert_true(fsm_in_pool(f, 0));
+    assert_false(fsm_in_pool(f, 3));
+    const fsm_job_t *job = fsm_job(f);
+    assert_int_equal(job->kind, K_DOWN);
+    assert_int_equal(job->n, 3);
+    assert_int_equal(job->idx[0], 3); /* highest first */
+    fsm_record_t rec;
+    fsm_record(f, &rec);
+    assert_int_equal(rec.n_pool, 1);
+    assert_int_equal(rec.n_stopping, 3); /* draining names are persisted */
+    assert_int_equal(rec.pool_version, 9);
+
+    /* not written yet: nothing drains, even if the proxies look idle */
+    assert_null(fsm_draining(f, NULL));
+    fsm_on_tick(f, now + 100, true, &a);
+    assert_false(a.send_job);
+    fsm_on_pool_written(f, 9, now + 200);
+    uint64_t v = 0;
+    assert_non_null(fsm_draining(f, &v));
+    assert_int_equal(v, 9);
+    fsm_on_tick(f, now + 300, false, &a);
+    assert_false(a.send_job);
+    fsm_on_tick(f, now + 400, true, &a);
+    assert_true(a.send_job);
+    assert_null(fsm_draining(f, NULL));
+    s_ok(f, now + 500, &a);
+    assert_true(s_has_trans(&a, BUSY, IDLE)); /* count == min */
+    fsm_record(f, &rec);
+    assert_int_equal(rec.n_stopping, 0);
+    fsm_destroy(&f);
+}
+
+static void test_scale_down_drain_deadline(void **state)
+{
+    (void)state;
+    uint64_t now;
+    fsm_t *f = s_draining(&now);
+    fsm_actions_t a;
+    fsm_on_pool_written(f, 9, now);
+    fsm_on_tick(f, now + 29999, false, &a);
+    assert_false(a.send_job);
+    fsm_on_tick(f, now + 30000, false, &a);
+    assert_true(a.send_job);
+    assert_true(strstr(a.trans[0].reason, "deadline") != NULL);
+    fsm_destroy(&f);
+}
+
+static void test_scale_down_to_up_when_above_min(void **state)
+{
+    (void)state;
+    uint64_t now;
+    fsm_t *f = s_up(4, &now);
+    fsm_actions_t a;
+    for (int s = 0; s <= 31 && fsm_state(f) != BUSY; s++) {
+        now += 1000;
+        fsm_on_snapshot(f, 250, 250, 60, now, &a); /* wants 3 */
+    }
+    assert_int_equal(fsm_state(f), BUSY);
+    assert_int_equal(fsm_current(f), 3);
+    fsm_on_pool_written(f, 9, now);
+    fsm_on_tick(f, now + 10, true, &a);
+    s_ok(f, now + 20, &a);
+    assert_true(s_has_trans(&a, BUSY, UP));
+    fsm_destroy(&f);
+}
+
+static void test_scale_down_failure_keeps_them_out(void **state)
+{
+    (void)state;
+    uint64_t now;
+    fsm_t *f = s_draining(&now);
+    fsm_actions_t a;
+    fsm_on_pool_written(f, 9, now);
+    fsm_on_tick(f, now + 10, true, &a);
+    /* the executor stopped production3 but not the others */
+    fsm_result_t res[] = {{3, true, false}, {2, false, true}, {1, false, true}};
+    fsm_job_result_t r = {.job_id = fsm_job(f)->id,
+                          .kind = K_DOWN,
+                          .state = J_FAILED,
+                          .error = "boom",
+                          .results = res,
+                          .n_results = 3};
+    char id[FSM_JOB_ID_MAX];
+    snprintf(id, sizeof id, "%s", r.job_id);
+    r.job_id = id;
+    fsm_on_job_result(f, &r, now + 20, &a);
+    assert_true(s_has_trans(&a, BUSY, IDLE));
+    assert_false(a.pool_changed); /* never put back silently */
+    assert_int_equal(fsm_current(f), 1);
+    fsm_record_t rec;
+    fsm_record(f, &rec);
+    assert_int_equal(rec.n_stopping, 2);
+    fsm_status_t st;
+    fsm_status(f, &st);
+    assert_int_equal(st.backoff_until_ms, now + 20 + 1000);
+    /* retried after the backoff, whatever the policy says */
+    fsm_on_tick(f, now + 500, false, &a);
+    assert_false(a.send_job);
+    fsm_on_tick(f, now + 1020, false, &a);
+    assert_false(fsm_in_pool(f, 1));
+    s_drain_then_send(f, &a, now + 1020);
+    assert_int_equal(fsm_current(f), 1); /* the rewrite did not put anything back */
+    assert_int_equal(fsm_job(f)->kind, K_DOWN);
+    assert_int_equal(fsm_job(f)->n, 2);
+    assert_int_equal(fsm_state(f), BUSY);
+    s_ok(f, now + 1100, &a);
+    fsm_record(f, &rec);
+    assert_int_equal(rec.n_stopping, 0);
+    assert_int_equal(fsm_state(f), IDLE);
+    fsm_destroy(&f);
+}
+
+static void test_stale_metrics_hold(void **state)
+{
+    (void)state;
+    uint64_t now;
+    fsm_t *f = s_up(2, &now);
+    fsm_actions_t a;
+    fsm_on_snapshot(f, 200, 200, 60, now, &a);
+    /* the last snapshot said "wants 2"; metrics go silent. Nothing scales on old news. */
+    for (uint64_t t = now; t < now + 120000; t += 250) {
+        fsm_on_tick(f, t, false, &a);
+        assert_false(a.send_job);
+        assert_false(a.pool_changed);
+    }
+    const policy_decision_t *d = fsm_decision(f, NULL, NULL);
+    assert_true(d->hold);
+    fsm_destroy(&f);
+}
+
+/* ---- control ------------------------------------------------------------------------------ */
+
+static void test_pause_resume(void **state)
+{
+    (void)state;
+    uint64_t now;
+    fsm_t *f = s_up(1, &now);
+    fsm_actions_t a;
+    assert_int_equal(fsm_pause(f, now, &a), 0);
+    assert_true(a.persist);
+    assert_int_equal(a.n_trans, 1);
+    assert_int_equal(a.trans[0].from, a.trans[0].to);
+    fsm_on_snapshot(f, 500, 500, 60, now + 100, &a);
+    assert_false(a.send_job);
+    fsm_on_tick(f, now + 200, false, &a);
+    assert_false(a.send_job);
+    fsm_record_t rec;
+    fsm_record(f, &rec);
+    assert_true(rec.paused);
+    assert_int_equal(fsm_resume(f, now + 300, &a), 0);
+    assert_true(a.send_job);
+    assert_int_equal(fsm_state(f), BUSY);
+
+    /* a job in flight finishes under pause */
+    fsm_pause(f, now + 400, &a);
+    s_ok(f, now + 500, &a);
+    assert_int_equal(fsm_state(f), READY);
+    fsm_on_tick(f, now + 3000, false, &a);
+    assert_int_equal(fsm_state(f), UP);
+    fsm_destroy(&f);
+}
+
+static void test_scale_pins_until_resume(void **state)
+{
+    (void)state;
+    uint64_t now;
+    fsm_t *f = s_up(2, &now);
+    fsm_actions_t a;
+    char err[128];
+    assert_int_equal(fsm_scale(f, 11, now, err, sizeof err, &a), -EINVAL);
+    assert_true(strstr(err, "outside the bounds [1, 10]") != NULL);
+    assert_false(a.persist);
+    assert_int_equal(fsm_scale(f, 0, now, err, sizeof err, &a), -EINVAL);
+    assert_int_equal(fsm_scale(f, 5, now, err, sizeof err, &a), 0);
+    assert_true(a.send_job);
+    assert_int_equal(fsm_job(f)->n, 3);
+    s_ok(f, now + 100, &a);
+    fsm_on_tick(f, now + 2100, false, &a);
+    assert_int_equal(fsm_state(f), UP);
+    /* the load says 2, but the pin holds */
+    for (int i = 0; i < 60; i++)
+        fsm_on_snapshot(f, 200, 200, 60, now + 3000 + (uint64_t)i * 1000, &a);
+    assert_int_equal(fsm_state(f), UP);
+    assert_int_equal(fsm_current(f), 5);
+    fsm_record_t rec;
+    fsm_record(f, &rec);
+    assert_true(rec.pinned);
+    assert_int_equal(rec.forced, 5);
+    /* resume: the policy decides again (and the scale-down delay applies) */
+    now += 70000;
+    fsm_resume(f, now, &a);
+    fsm_record(f, &rec);
+    assert_false(rec.pinned);
+    assert_false(a.pool_changed);
+    for (int i = 1; i <= 31 && fsm_state(f) != BUSY; i++)
+        fsm_on_snapshot(f, 200, 200, 60, now + (uint64_t)i * 1000, &a);
+    assert_int_equal(fsm_state(f), BUSY);
+    assert_int_equal(fsm_current(f), 2);
+    /* pinning is refused while paused (resume would clear it anyway) */
+    fsm_pause(f, now + 40000, &a);
+    assert_int_equal(fsm_scale(f, 3, now + 40000, err, sizeof err, &a), -EINVAL);
+    assert_true(strstr(err, "paused") != NULL);
+    fsm_destroy(&f);
+}
+
+static void test_bounds(void **state)
+{
+    (void)state;
+    uint64_t now;
+    fsm_t *f = s_up(1, &now);
+    fsm_actions_t a;
+    char err[128];
+    assert_int_equal(fsm_bounds(f, 3, 2, now, err, sizeof err, &a), -EINVAL);
+    assert_true(strstr(err, "min <= max") != NULL);
+    assert_int_equal(fsm_bounds(f, 0, 1001, now, err, sizeof err, &a), -EINVAL);
+    assert_int_equal(fsm_bounds(f, 3, 8, now, err, sizeof err, &a), 0);
+    assert_true(a.send_job); /* below the new minimum: up at once */
+    assert_int_equal(fsm_job(f)->n, 2);
+    fsm_record_t rec;
+    fsm_record(f, &rec);
+    assert_true(rec.bounds_set);
+    assert_int_equal(rec.min, 3);
+    assert_int_equal(rec.max, 8);
+    s_ok(f, now + 10, &a);
+    fsm_on_tick(f, now + 2010, false, &a);
+    assert_int_equal(fsm_state(f), IDLE); /* 3 == min */
+    /* a lower max is applied without the scale-down delay */
+    fsm_bounds(f, 0, 1, now + 3000, err, sizeof err, &a);
+    assert_true(a.pool_changed);
+    assert_int_equal(fsm_current(f), 1);
+    fsm_destroy(&f);
+}
+
+static void test_persisted_settings_restored(void **state)
+{
+    (void)state;
+    fsm_config_t cfg = s_cfg();
+    fsm_t *f = fsm_new(&cfg);
+    int pool[] = {0, 1, 2};
+    fsm_record_t *rec = s_record(pool, 3);
+    rec->paused = true;
+    rec->pinned = true;
+    rec->forced = 3;
+    rec->bounds_set = true;
+    rec->min = 2;
+    rec->max = 4;
+    fsm_actions_t a;
+    fsm_restore(f, rec, 1000, &a);
+    free(rec);
+    s_finish(f, J_OK, pool, 3, 1100, &a);
+    fsm_status_t st;
+    fsm_status(f, &st);
+    assert_true(st.paused && st.pinned);
+    assert_int_equal(st.forced, 3);
+    assert_int_equal(st.min, 2);
+    assert_int_equal(st.max, 4);
+    assert_int_equal(st.current, 3);
+    assert_int_equal(st.state, UP);
+    assert_false(st.reconciling);
+    fsm_destroy(&f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_restore_empty_lists_first),
+        cmocka_unit_test(test_restore_without_metrics_raises_to_min),
+        cmocka_unit_test(test_restore_job_in_flight_succeeded),
+        cmocka_unit_test(test_restore_job_unknown_goes_to_list),
+        cmocka_unit_test(test_list_reconcile_table),
+        cmocka_unit_test(test_list_failure_retried_with_backoff),
+        cmocka_unit_test(test_scale_up_to_ready_to_up),
+        cmocka_unit_test(test_ready_goes_idle_when_at_min),
+        cmocka_unit_test(test_busy_ignores),
+        cmocka_unit_test(test_ready_ignores),
+        cmocka_unit_test(test_stable_ignores),
+        cmocka_unit_test(test_scale_up_failed_backoff_and_retry),
+        cmocka_unit_test(test_backoff_doubles_to_max),
+        cmocka_unit_test(test_scale_up_deadline_polls_then_fails),
+        cmocka_unit_test(test_unreachable_executor_leftovers),
+        cmocka_unit_test(test_scale_down_drain_then_stop),
+        cmocka_unit_test(test_scale_down_drain_deadline),
+        cmocka_unit_test(test_scale_down_to_up_when_above_min),
+        cmocka_unit_test(test_scale_down_failure_keeps_them_out),
+        cmocka_unit_test(test_stale_metrics_hold),
+        cmocka_unit_test(test_pause_resume),
+        cmocka_unit_test(test_scale_pins_until_resume),
+        cmocka_unit_test(test_bounds),
+        cmocka_unit_test(test_persisted_settings_restored),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
