@@ -560,7 +560,7 @@ void fsm_restore(fsm_t *self, const fsm_record_t *rec, uint64_t now_ms, fsm_acti
     self->paused = rec->paused;
     self->pinned = rec->pinned;
     self->forced = rec->forced;
-    if (rec->bounds_set && rec->min <= rec->max && rec->max <= 1000) {
+    if (rec->bounds_set && rec->min <= rec->max && rec->max <= self->cfg.policy.max) {
         self->bounds_set = true;
         self->pcfg.min = rec->min;
         self->pcfg.max = rec->max;
@@ -793,8 +793,13 @@ int fsm_bounds(fsm_t *self, uint32_t min, uint32_t max, uint64_t now_ms, char *e
                fsm_actions_t *acts)
 {
     memset(acts, 0, sizeof *acts);
-    if (min > max || max > 1000) {
-        snprintf(err, errlen, "bounds %u %u: want 0 <= min <= max <= 1000", min, max);
+    /* The executor refuses instance numbers at or past scaler.max in tide.yml, so bounds
+     * above it would only produce refused jobs: say so now instead. */
+    uint32_t cap = self->cfg.policy.max;
+    if (min > max || max > cap) {
+        snprintf(err, errlen,
+                 "bounds %u %u: want 0 <= min <= max <= %u (scaler.max in the config file)", min,
+                 max, cap);
         return -EINVAL;
     }
     self->pcfg.min = min;

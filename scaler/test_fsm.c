@@ -996,6 +996,9 @@ static void test_bounds(void **state)
     assert_int_equal(fsm_bounds(f, 3, 2, now, err, sizeof err, &a), -EINVAL);
     assert_true(strstr(err, "min <= max") != NULL);
     assert_int_equal(fsm_bounds(f, 0, 1001, now, err, sizeof err, &a), -EINVAL);
+    /* above scaler.max of the config: the executor would refuse every such job */
+    assert_int_equal(fsm_bounds(f, 0, s_cfg().policy.max + 1, now, err, sizeof err, &a), -EINVAL);
+    assert_true(strstr(err, "scaler.max") != NULL);
     assert_int_equal(fsm_bounds(f, 3, 8, now, err, sizeof err, &a), 0);
     assert_true(a.send_job); /* below the new minimum: up at once */
     assert_int_equal(fsm_job(f)->n, 2);
