@@ -89,7 +89,10 @@ void policy_desired(const policy_config_t *cfg, const policy_input_t *in, policy
         /* Above max is corrected at once; anything lower waits for the delay. */
         uint32_t floor_now = cur > hi ? hi : cur;
         if (bounded < floor_now) {
-            if (!st->below) {
+            /* A streak whose largest wanted count is no longer below the current count has
+             * already been acted on (we stepped down to it): what is wanted now needs a
+             * streak of its own, or desired would stay at that count for good. */
+            if (!st->below || st->below_max >= floor_now) {
                 st->below = true;
                 st->below_since_ms = in->now_ms;
                 st->below_max = bounded;

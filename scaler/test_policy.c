@@ -172,6 +172,10 @@ static void test_target_scale_down_delay(void **state)
         {100, 5, 300, 300, true, 5, 0}, /* wants 3: streak begins */
         {110, 5, 50, 50, true, 5, 0},   /* wants 1 */
         {130, 5, 50, 50, true, 3, 0},   /* held 30 s: max wanted over the streak is 3 */
+        /* stepped down to 3; still wanting 1 needs its own streak, and then gets there */
+        {131, 3, 50, 50, true, 3, 0},
+        {160, 3, 50, 50, true, 3, 0},
+        {161, 3, 50, 50, true, 1, 0},
     };
     s_run_steps("delay", s_cfg(POLICY_TARGET), steps, sizeof steps / sizeof steps[0]);
 }
