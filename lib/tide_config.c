@@ -123,7 +123,7 @@ static const centry_t s_schema[] = {
     {"scaler.tick_ms", T_INT, "250", F(scaler.tick_ms), 10, 10000, NULL,
      "how often the state machine checks timers"},
     {"scaler.job_deadline_ms", T_INT, "120000", F(scaler.job_deadline_ms), 100, 3600000, NULL,
-     "a job not finished by then is failed"},
+     "a job not finished by then (+ 2 x request_timeout_ms + 1 s for the executor to report) is failed"},
     {"scaler.backoff_initial_ms", T_INT, "2000", F(scaler.backoff_initial_ms), 0, 3600000, NULL,
      "wait after a failed job, doubled on each failure in a row"},
     {"scaler.backoff_max_ms", T_INT, "60000", F(scaler.backoff_max_ms), 0, 3600000, NULL,
