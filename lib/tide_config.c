@@ -363,8 +363,17 @@ int config_load(const char *path, tide_config_t *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "cannot open config file '%s': %s", path, strerror(e));
         return -e;
     }
-    if (!realpath(path, cfg->path))
-        snprintf(cfg->path, sizeof cfg->path, "%s", path);
+    /* realpath into a PATH_MAX buffer of its own: cfg->path is smaller, and a config path
+     * that does not fit is an error rather than a truncated (wrong) directory. */
+    char *real = realpath(path, NULL);
+    int n = snprintf(cfg->path, sizeof cfg->path, "%s", real ? real : path);
+    free(real);
+    if (n < 0 || (size_t)n >= sizeof cfg->path) {
+        fclose(f);
+        snprintf(err, errlen, "config file path too long (%d bytes, at most %zu)", n,
+                 sizeof cfg->path - 1);
+        return -ENAMETOOLONG;
+    }
     snprintf(cfg->dir, sizeof cfg->dir, "%s", cfg->path);
     char *slash = strrchr(cfg->dir, '/');
     if (slash && slash != cfg->dir)

@@ -105,6 +105,16 @@ static const char *s_check(const char *topic, const ProtobufCMessage *m)
         if (!isfinite(s->rps_stable) || !isfinite(s->rps_panic) || s->rps_stable < 0 ||
             s->rps_panic < 0 || s->n_instances > MAX_LIST)
             return "bad values";
+        /* The scaler acts on per-instance error rates: NaN or out-of-range values must not
+         * reach a comparison that would read them as healthy or failing. */
+        for (size_t i = 0; i < s->n_instances; i++) {
+            const Tide__V1__InstanceMetrics *im = s->instances[i];
+            if (!im->name || !s_text_ok(im->name) || !isfinite(im->rps_stable) ||
+                !isfinite(im->rps_panic) || im->rps_stable < 0 || im->rps_panic < 0 ||
+                !isfinite(im->error_rate) || im->error_rate < 0 || im->error_rate > 1 ||
+                !isfinite(im->p50_ms) || !isfinite(im->p99_ms))
+                return "bad instance metrics";
+        }
         return NULL;
     }
     if (strcmp(topic, TOPIC_SCALER_STATE) == 0) {

@@ -106,6 +106,25 @@ static void test_config_missing_file(void **state)
 }
 
 /* The generated default file loads and yields exactly the defaults. */
+/* A path longer than the config's path field is refused, not truncated into a wrong dir. */
+static void test_config_long_path(void **state)
+{
+    (void)state;
+    char dir[1400];
+    int n = snprintf(dir, sizeof dir, "%s", s_dir);
+    while (n < 1100)
+        n += snprintf(dir + n, sizeof dir - (size_t)n, "/%s", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+    char cmd[3000];
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s' && touch '%s/tide.yml'", dir, dir);
+    assert_int_equal(system(cmd), 0);
+    char path[1500];
+    snprintf(path, sizeof path, "%s/tide.yml", dir);
+    tide_config_t cfg;
+    char err[512];
+    assert_true(config_load(path, &cfg, err, sizeof err) < 0);
+    assert_non_null(strstr(err, "too long"));
+}
+
 static void test_config_default_roundtrip(void **state)
 {
     (void)state;
@@ -201,6 +220,26 @@ static void test_msg_decode(void **state)
     pool.header = NULL;
     len = protobuf_c_message_pack(&pool.base, buf);
     assert_null(msg_decode(TOPIC_SCALER_POOL, buf, len, &why));
+
+    /* A snapshot whose instance error rate is NaN or above 1 is refused. */
+    Tide__V1__MetricsSnapshot snap = TIDE__V1__METRICS_SNAPSHOT__INIT;
+    snap.header = msg_sender_next(&s);
+    Tide__V1__InstanceMetrics im = TIDE__V1__INSTANCE_METRICS__INIT;
+    im.name = "production0";
+    Tide__V1__InstanceMetrics *imp = &im;
+    snap.instances = &imp;
+    snap.n_instances = 1;
+    const double bad[] = {0.0 / 0.0, 1.5, -0.1};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        im.error_rate = bad[i];
+        len = protobuf_c_message_pack(&snap.base, buf);
+        assert_null(msg_decode(TOPIC_SNAPSHOT, buf, len, &why));
+    }
+    im.error_rate = 0.25;
+    len = protobuf_c_message_pack(&snap.base, buf);
+    m = msg_decode(TOPIC_SNAPSHOT, buf, len, &why);
+    assert_non_null(m);
+    protobuf_c_message_free_unpacked(m, NULL);
 }
 
 /* A real PUB/SUB pair: good messages arrive, garbage is dropped and counted. */
@@ -249,6 +288,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_defaults),     cmocka_unit_test(test_config_values_and_paths),
         cmocka_unit_test(test_config_errors),       cmocka_unit_test(test_config_missing_file),
+        cmocka_unit_test(test_config_long_path),
         cmocka_unit_test(test_config_default_roundtrip), cmocka_unit_test(test_window),
         cmocka_unit_test(test_hist),                cmocka_unit_test(test_msg_decode),
         cmocka_unit_test(test_msg_socket),
