@@ -56,6 +56,12 @@ typedef struct {
         int max_connections;
         int upstream_idle_per_instance;
         int drain_timeout_ms;
+        char stats[8];              /* "on" or "off": publish ProxyStats */
+        int client_header_timeout_ms;
+        int client_body_timeout_ms;
+        int max_body_size;          /* bytes; 0 = no limit */
+        int down_backoff_ms;        /* first backoff after a failed connect */
+        int down_backoff_max_ms;
     } proxy;
 
     struct {
