@@ -7,6 +7,10 @@ JOBS ?= $(shell nproc)
 
 .PHONY: all deps build run test test-unit test-integration clean distclean format
 
+# The docker driver's targets (docker-image, docker-clean, test-e2e) and RUN_SCRIPT, which
+# `make run DRIVER=docker` switches to scripts/run-tide-docker.
+include mk/docker.mk
+
 all: build
 
 deps:
@@ -20,9 +24,9 @@ build: $(BUILD_DIR)/CMakeCache.txt
 
 # Runs tide in the foreground under supervisord (Ctrl-C stops everything).
 run: deps build
-	scripts/run-tide
+	$(RUN_SCRIPT)
 
-# The whole suite: unit and integration tests, built with ASan+UBSan.
+# The whole suite: unit, integration and e2e (real Docker) tests, built with ASan+UBSan.
 test: deps
 	$(MAKE) build BUILD_DIR=build-test SANITIZE=ON
 	cd build-test && ctest --output-on-failure --timeout 600 $(CTEST_ARGS)
@@ -39,7 +43,7 @@ format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD_DIR) build-test
+	rm -rf $(BUILD_DIR) build-test build-app-static
 
 distclean: clean
 	rm -rf run

@@ -1,6 +1,7 @@
 /* jobs.c - the executor's job table, request validation and the JobRecord view. */
 #include "jobs.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -110,6 +111,11 @@ int jobs_validate(const tide_config_t *cfg, const Tide__V1__ExecRequest *req, ch
         return -EINVAL;
     default:
         snprintf(reason, len, "not a job kind");
+        return -EINVAL;
+    }
+    if (req->kind == TIDE__V1__JOB_KIND__JOB_SCALE_UP &&
+        strcmp(cfg->executor.driver, "docker") == 0 && !jobs_image_ok(cfg->app.image)) {
+        snprintf(reason, len, "app.image '%.100s' is not a plain image reference", cfg->app.image);
         return -EINVAL;
     }
     if (req->n_instances > (size_t)cfg->scaler.max) {
@@ -466,7 +472,7 @@ int jobs_parse_list_line(const char *line, const char *prefix, job_result_t *out
     if (nt != 4)
         return -EINVAL;
     if (s_instance_number(tok[0], prefix) < 0 || strlen(tok[0]) >= JOB_NAME_MAX ||
-        strlen(tok[1]) >= JOB_HOST_MAX || tok[1][0] == '\0')
+        strlen(tok[1]) >= JOB_HOST_MAX || !jobs_host_ok(tok[1]))
         return -EINVAL;
     char *end = NULL;
     errno = 0;
@@ -488,5 +494,61 @@ int jobs_parse_list_line(const char *line, const char *prefix, job_result_t *out
     out->ok = healthy;
     out->running = true;
     snprintf(out->detail, sizeof out->detail, "%s", healthy ? "healthy" : "not healthy");
+    return 0;
+}
+
+bool jobs_host_ok(const char *host)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+}
+
+bool jobs_image_ok(const char *image)
+{
+    size_t n = strlen(image);
+    if (n == 0 || n > 255 || strchr("-./:", image[0]))
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)image[i];
+        if (!isalnum(c) && !strchr("._/:@-", c))
+            return false;
+    }
+    return true;
+}
+
+int jobs_check_placement(const job_t *job, const job_result_t *lines, size_t n, char *err,
+                         size_t errlen)
+{
+    for (size_t i = 0; i < n; i++) {
+        const job_instance_t *want = NULL;
+        for (size_t k = 0; k < job->n_instances && !want; k++)
+            if (strcmp(job->instances[k].name, lines[i].instance.name) == 0)
+                want = &job->instances[k];
+        if (!want) {
+            snprintf(err, errlen, "placement names %s, which is not in the job",
+                     lines[i].instance.name);
+            return -EINVAL;
+        }
+        if (lines[i].instance.port != want->port) {
+            snprintf(err, errlen, "placement gives %s port %u, the job asked for %u", want->name,
+                     lines[i].instance.port, want->port);
+            return -EINVAL;
+        }
+        for (size_t k = 0; k < i; k++) {
+            if (strcmp(lines[k].instance.name, want->name) == 0) {
+                snprintf(err, errlen, "placement names %s twice", want->name);
+                return -EINVAL;
+            }
+        }
+    }
+    for (size_t k = 0; k < job->n_instances; k++) {
+        bool found = false;
+        for (size_t i = 0; i < n && !found; i++)
+            found = strcmp(lines[i].instance.name, job->instances[k].name) == 0;
+        if (!found) {
+            snprintf(err, errlen, "placement does not say where %s runs", job->instances[k].name);
+            return -EINVAL;
+        }
+    }
     return 0;
 }

@@ -68,7 +68,9 @@ void jobs_destroy(jobs_t **self_p);
 /* Checks a job request against the config before anything runs: the job_id (1..128 of
  * [A-Za-z0-9_.:-], not starting with '.', as it names a directory), the kind, and every
  * instance (name = app.name_prefix + N with 0 <= N < scaler.max and no leading zero, host =
- * app.host, port = app.base_port + N, no name twice). Returns 0, or -EINVAL with a
+ * app.host, port = app.base_port + N, no name twice). A request carries no image: what a
+ * container runs is always app.image, and a scale up on the docker driver is refused while
+ * app.image is not a plain image reference (jobs_image_ok). Returns 0, or -EINVAL with a
  * human-readable reason in reason. JOB_STATUS is not a job and is refused here. */
 int jobs_validate(const tide_config_t *cfg, const Tide__V1__ExecRequest *req, char *reason,
                   size_t len);
@@ -127,9 +129,25 @@ typedef struct {
 int job_view_init(job_view_t *view, const job_t *job);
 void job_view_clear(job_view_t *view);
 
-/* Parses one line of the LIST result file: "NAME HOST PORT HEALTHY" separated by spaces or
- * tabs, HEALTHY one of 1/0/true/false (any case). NAME must be prefix + digits. Returns 0 and
- * fills *out (ok = healthy, running = true), 1 for a blank line, -EINVAL for anything else. */
+/* Parses one line of a playbook's result file (LIST: every running instance; SCALE_UP on the
+ * docker driver: where each instance was placed): "NAME HOST PORT HEALTHY" separated by spaces
+ * or tabs, HEALTHY one of 1/0/true/false (any case). NAME must be prefix + digits; HOST a
+ * numeric IPv4 or IPv6 address (it goes to the pool, and proxies connect to it as given).
+ * Returns 0 and fills *out (ok = healthy, running = true), 1 for a blank line, -EINVAL for
+ * anything else. */
 int jobs_parse_list_line(const char *line, const char *prefix, job_result_t *out);
+
+/* True when host is a numeric IPv4 or IPv6 address. */
+bool jobs_host_ok(const char *host);
+
+/* True when image is a plain image reference: 1..255 characters of [A-Za-z0-9._/:@-], not
+ * starting with '-', '.', '/' or ':' (it becomes a Docker API argument; no option, no path). */
+bool jobs_image_ok(const char *image);
+
+/* Checks the placement a scale up reported (lines[0..n), parsed result-file lines) against
+ * the job: every instance of the job exactly once, with its own port, and nothing else.
+ * Returns 0, or -EINVAL with the reason in err. */
+int jobs_check_placement(const job_t *job, const job_result_t *lines, size_t n, char *err,
+                         size_t errlen);
 
 #endif

@@ -28,17 +28,19 @@ int main(int argc, char **argv)
     }
     exec_server_set_runner(server, runner_ansible_start, NULL, runner);
 
-    char q1[CFG_PATH + 8], q2[CFG_PATH + 8], q3[CFG_PATH + 8];
+    char q1[CFG_PATH + 8], q2[CFG_PATH + 8], q3[CFG_PATH * 2 + 96];
     log_info("executor started", "control=%s events=%s driver=%s playbooks=%s state_dir=%s",
              cfg.endpoints.executor_control, cfg.endpoints.executor_events, cfg.executor.driver,
              log_quote(q1, sizeof q1, cfg.executor.playbooks_dir),
              log_quote(q2, sizeof q2, cfg.executor.state_dir));
-    char probe[CFG_PATH * 2 + 32];
-    snprintf(probe, sizeof probe, "%s/%s/scale_up.yml", cfg.executor.playbooks_dir,
-             cfg.executor.driver);
+    char probe[CFG_PATH * 2 + 64];
+    runner_ansible_playbook(&cfg, "scale_up.yml", probe, sizeof probe);
     if (access(probe, R_OK) != 0)
         log_warn("no playbooks for the driver: its jobs will fail", "missing=%s",
                  log_quote(q3, sizeof q3, probe));
+    if (strcmp(cfg.executor.driver, "docker") == 0 && !jobs_image_ok(cfg.app.image))
+        log_warn("app.image is not a plain image reference: scale-up jobs will be refused",
+                 "image=%s", log_quote(q3, sizeof q3, cfg.app.image));
 
     exec_server_run(server);
 

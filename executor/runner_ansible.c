@@ -261,6 +261,16 @@ static const char *s_playbook_name(Tide__V1__JobKind kind)
     }
 }
 
+const char *runner_ansible_playbook(const tide_config_t *cfg, const char *book, char *buf,
+                                    size_t len)
+{
+    if (strcmp(cfg->executor.driver, "docker") == 0)
+        snprintf(buf, len, "%s/%s", cfg->executor.playbooks_dir, book);
+    else
+        snprintf(buf, len, "%s/%s/%s", cfg->executor.playbooks_dir, cfg->executor.driver, book);
+    return buf;
+}
+
 static int s_on_output(zloop_t *loop, zmq_pollitem_t *item, void *arg);
 
 /* Spawns `ansible-playbook -i INVENTORY PLAYBOOK -e @VARS` in its own process group with its
@@ -357,8 +367,7 @@ int runner_ansible_start(void *arg, job_t *job, char *err, size_t errlen)
         return -ENOTSUP;
     }
     char playbook[CFG_PATH * 2 + 64];
-    snprintf(playbook, sizeof playbook, "%s/%s/%s", cfg->executor.playbooks_dir,
-             cfg->executor.driver, book);
+    runner_ansible_playbook(cfg, book, playbook, sizeof playbook);
     if (access(playbook, R_OK) != 0) {
         snprintf(err, errlen, "playbook %s: %s", playbook, strerror(errno));
         return -ENOENT;
@@ -508,6 +517,49 @@ static int s_read_list(run_t *run, char *err, size_t errlen)
     return rc;
 }
 
+/* Where a successful scale up placed its instances: the result file, when the playbook wrote
+ * one, checked against the job. Returns 1 with placed[k] (the host of job->instances[k]) set,
+ * 0 when there is no file (the job's own hosts stand), or -EINVAL with err set. */
+static int s_read_placement(run_t *run, char (*placed)[JOB_HOST_MAX], char *err, size_t errlen)
+{
+    job_t *job = run->job;
+    FILE *f = fopen(run->result, "r");
+    if (!f)
+        return 0;
+    job_result_t *lines = calloc(job->n_instances + 1, sizeof *lines);
+    size_t n = 0;
+    int rc = lines ? 0 : -ENOMEM;
+    char line[512];
+    int lineno = 0;
+    while (rc == 0 && fgets(line, sizeof line, f)) {
+        lineno++;
+        job_result_t res;
+        int r = jobs_parse_list_line(line, run->owner->cfg->app.name_prefix, &res);
+        if (r == 1)
+            continue;
+        if (r != 0 || n > job->n_instances) {
+            snprintf(err, errlen, "scale up: placement line %d is %s", lineno,
+                     r != 0 ? "malformed" : "one too many");
+            rc = -EINVAL;
+            break;
+        }
+        lines[n++] = res;
+    }
+    fclose(f);
+    if (rc == -ENOMEM)
+        snprintf(err, errlen, "scale up: out of memory reading the placement");
+    if (rc == 0 && jobs_check_placement(job, lines, n, line, sizeof line) != 0) {
+        snprintf(err, errlen, "scale up: %.400s", line);
+        rc = -EINVAL;
+    }
+    for (size_t k = 0; rc == 0 && k < job->n_instances; k++)
+        for (size_t i = 0; i < n; i++)
+            if (strcmp(lines[i].instance.name, job->instances[k].name) == 0)
+                snprintf(placed[k], JOB_HOST_MAX, "%s", lines[i].instance.host);
+    free(lines);
+    return rc == 0 ? 1 : rc;
+}
+
 static void s_remove_run(runner_ansible_t *self, run_t *run)
 {
     for (size_t i = 0; i < self->n; i++) {
@@ -536,8 +588,7 @@ static void s_finish(run_t *run, const char *forced_error)
     if (!forced_error && run->timed_out && !run->cleanup &&
         job->kind == TIDE__V1__JOB_KIND__JOB_SCALE_UP) {
         char playbook[CFG_PATH * 2 + 64], err[JOB_TEXT_MAX];
-        snprintf(playbook, sizeof playbook, "%s/%s/scale_down.yml",
-                 self->cfg->executor.playbooks_dir, self->cfg->executor.driver);
+        runner_ansible_playbook(self->cfg, "scale_down.yml", playbook, sizeof playbook);
         run->cleanup = true;
         run->timed_out = false;
         run->deadline = clock_mono_ms() + CLEANUP_MS;
@@ -578,22 +629,42 @@ static void s_finish(run_t *run, const char *forced_error)
         ok = s_read_list(run, error, sizeof error) == 0;
 
     bool up = job->kind == TIDE__V1__JOB_KIND__JOB_SCALE_UP;
+    char(*placed)[JOB_HOST_MAX] = NULL;
+    bool misplaced = false; /* the playbook succeeded but its placement is unusable */
+    if (ok && up && job->n_instances > 0) {
+        placed = calloc(job->n_instances, sizeof *placed);
+        int rc = placed ? s_read_placement(run, placed, error, sizeof error) : -ENOMEM;
+        if (rc == -ENOMEM)
+            snprintf(error, sizeof error, "scale up: out of memory reading the placement");
+        if (rc <= 0) {
+            free(placed);
+            placed = NULL;
+        }
+        misplaced = rc < 0;
+        ok = !misplaced;
+    }
     if (job->kind != TIDE__V1__JOB_KIND__JOB_LIST) {
         for (size_t i = 0; i < job->n_instances; i++) {
             /* A failed scale up has stopped what it started (the playbook's rescue, or the
              * cleanup run after a deadline); anything else may have left it running. */
             bool running = true;
             const char *detail = "may still run";
+            job_instance_t inst = job->instances[i];
             if (ok) {
                 running = up;
                 detail = up ? "ready" : "stopped";
+                if (placed)
+                    snprintf(inst.host, sizeof inst.host, "%s", placed[i]);
+            } else if (misplaced) {
+                detail = "started, but its placement was not reported: may still run";
             } else if (up && !forced_error && (!run->cleanup || cleaned)) {
                 running = false;
                 detail = "not started";
             }
-            job_add_result(job, &job->instances[i], ok, running, detail);
+            job_add_result(job, &inst, ok, running, detail);
         }
     }
+    free(placed);
     job_finish(job, ok ? TIDE__V1__JOB_STATE__JOB_SUCCEEDED : TIDE__V1__JOB_STATE__JOB_FAILED,
                ok ? NULL : error);
     s_remove_files(run);

@@ -37,10 +37,21 @@ void runner_ansible_set_kill_grace(runner_ansible_t *self, int ms);
 
 /* exec_start_fn for the server (arg is the runner): writes
  * <state_dir>/jobs/<job_id>/vars.json (0600) and spawns
- * `ansible-playbook -i INVENTORY PLAYBOOKS/DRIVER/<scale_up|scale_down|list>.yml -e @VARS`.
- * Returns 0 with the job RUNNING, or a negative errno-style code with the reason in err (no
- * process left behind). */
+ * `ansible-playbook -i INVENTORY PLAYBOOK -e @VARS` with the playbook of
+ * runner_ansible_playbook. Returns 0 with the job RUNNING, or a negative errno-style code with
+ * the reason in err (no process left behind).
+ *
+ * A scale up that succeeded and wrote the result file (the docker driver: where each instance
+ * was placed) has its results carry the reported host; the placement is checked against the
+ * job (jobs_check_placement) and a bad one fails the job. Without the file (the process
+ * driver) the results carry the job's own hosts. */
 int runner_ansible_start(void *self, job_t *job, char *err, size_t errlen);
+
+/* The playbook for book ("scale_up.yml", "scale_down.yml", "list.yml") of the configured
+ * driver, into buf: the docker driver's are the seed's, <playbooks_dir>/<book>; any other
+ * driver's are in its folder, <playbooks_dir>/<driver>/<book>. Returns buf. */
+const char *runner_ansible_playbook(const tide_config_t *cfg, const char *book, char *buf,
+                                    size_t len);
 
 /* Playbooks running now. */
 size_t runner_ansible_running(runner_ansible_t *self);

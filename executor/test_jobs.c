@@ -265,6 +265,10 @@ static void test_list_lines(void **state)
         {"production1 127.0.0.1 9102 yes", -EINVAL, NULL, 0, false},
         {"other1 127.0.0.1 9102 1", -EINVAL, NULL, 0, false},
         {"production 127.0.0.1 9102 1", -EINVAL, NULL, 0, false},
+        /* the host goes to the pool as given: a numeric address only */
+        {"production1 localhost 9102 1", -EINVAL, NULL, 0, false},
+        {"production1 127.0.0 9102 1", -EINVAL, NULL, 0, false},
+        {"production1 127.0.0.1:9102 9102 1", -EINVAL, NULL, 0, false},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         job_result_t r;
@@ -281,12 +285,97 @@ static void test_list_lines(void **state)
     }
 }
 
+/* The docker driver: what a container runs is app.image, and only a plain reference. */
+static void test_image(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *image;
+        bool ok;
+    } cases[] = {
+        {"tide-sample-app:latest", true},
+        {"registry.local:5000/team/app@sha256:0123abcd", true},
+        {"app", true},
+        {"", false},
+        {"-v", false},
+        {"--privileged", false},
+        {".hidden", false},
+        {"/etc/passwd", false},
+        {"app latest", false},
+        {"app;rm", false},
+        {"app\nx", false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        if (jobs_image_ok(cases[i].image) != cases[i].ok)
+            fail_msg("image '%s': want %s", cases[i].image, cases[i].ok ? "ok" : "refused");
+
+    tide_config_t cfg = s_cfg;
+    snprintf(cfg.executor.driver, sizeof cfg.executor.driver, "docker");
+    snprintf(cfg.app.image, sizeof cfg.app.image, "--privileged");
+    const char *names[] = {"production0"}, *hosts[] = {"127.0.0.1"};
+    const uint32_t ports[] = {9101};
+    req_t r;
+    s_req(&r, UP, "img", 1, names, hosts, ports);
+    char reason[512] = "";
+    assert_int_equal(jobs_validate(&cfg, &r.req, reason, sizeof reason), -EINVAL);
+    assert_non_null(strstr(reason, "app.image '--privileged' is not a plain image reference"));
+    /* Stopping and listing need no image: they still work to clean up. */
+    s_req(&r, DOWN, "img", 1, names, hosts, ports);
+    assert_int_equal(jobs_validate(&cfg, &r.req, reason, sizeof reason), 0);
+    /* The process driver runs app.command, not an image. */
+    snprintf(cfg.executor.driver, sizeof cfg.executor.driver, "process");
+    s_req(&r, UP, "img", 1, names, hosts, ports);
+    assert_int_equal(jobs_validate(&cfg, &r.req, reason, sizeof reason), 0);
+}
+
+/* A scale up's reported placement must match the job exactly. */
+static void test_placement(void **state)
+{
+    (void)state;
+    jobs_t *jobs = jobs_new(&s_cfg, 0);
+    const char *names[] = {"production1", "production2"}, *hosts[] = {"127.0.0.1", "127.0.0.1"};
+    const uint32_t ports[] = {9102, 9103};
+    req_t r;
+    s_req(&r, UP, "place", 2, names, hosts, ports);
+    job_t *job = jobs_add(jobs, &r.req);
+    assert_non_null(job);
+    static const struct {
+        const char *lines[3];
+        const char *reason; /* NULL: accepted */
+    } cases[] = {
+        {{"production1 127.0.0.1 9102 1", "production2 10.1.2.3 9103 1"}, NULL},
+        {{"production2 127.0.0.1 9103 1", "production1 ::1 9102 1"}, NULL},
+        {{"production1 127.0.0.1 9102 1"}, "does not say where production2 runs"},
+        {{"production1 127.0.0.1 9102 1", "production3 127.0.0.1 9104 1"},
+         "production3, which is not in the job"},
+        {{"production1 127.0.0.1 9102 1", "production2 127.0.0.1 9999 1"},
+         "gives production2 port 9999"},
+        {{"production1 127.0.0.1 9102 1", "production1 127.0.0.1 9102 1",
+          "production2 127.0.0.1 9103 1"},
+         "names production1 twice"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        job_result_t lines[3];
+        size_t n = 0;
+        for (size_t k = 0; k < 3 && cases[i].lines[k]; k++)
+            assert_int_equal(jobs_parse_list_line(cases[i].lines[k], "production", &lines[n++]), 0);
+        char err[256] = "";
+        int rc = jobs_check_placement(job, lines, n, err, sizeof err);
+        if (!cases[i].reason && rc != 0)
+            fail_msg("case %zu refused: %s", i, err);
+        if (cases[i].reason && (rc == 0 || !strstr(err, cases[i].reason)))
+            fail_msg("case %zu: rc %d err '%s', want '%s'", i, rc, err, cases[i].reason);
+    }
+    jobs_destroy(&jobs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_validate_table), cmocka_unit_test(test_table_resend_and_busy),
         cmocka_unit_test(test_deadline),       cmocka_unit_test(test_output_tail),
-        cmocka_unit_test(test_list_lines),
+        cmocka_unit_test(test_list_lines),     cmocka_unit_test(test_image),
+        cmocka_unit_test(test_placement),
     };
     return cmocka_run_group_tests(tests, s_setup, NULL);
 }

@@ -39,6 +39,10 @@ static const char s_script[] =
     "      exit 0;;\n"
     "badlist) rf=$(sed -n 's/.*\"result_file\": \"\\([^\"]*\\)\".*/\\1/p' \"$vars\")\n"
     "      echo 'garbage' > \"$rf\"; exit 0;;\n"
+    "place) rf=$(sed -n 's/.*\"result_file\": \"\\([^\"]*\\)\".*/\\1/p' \"$vars\")\n"
+    "      echo 'production1 10.0.0.7 9102 1' > \"$rf\"; exit 0;;\n"
+    "badplace) rf=$(sed -n 's/.*\"result_file\": \"\\([^\"]*\\)\".*/\\1/p' \"$vars\")\n"
+    "      echo 'production1 10.0.0.7 9999 1' > \"$rf\"; exit 0;;\n"
     "hang) case \"$3\" in *scale_down.yml) echo 'cleanup'; exit 0;; esac\n"
     "      trap '' TERM; sleep 1000 & echo $! > \"$d/sleep.pid\"; echo 'hanging'; wait;;\n"
     "esac\n"
@@ -269,6 +273,44 @@ static void test_list_result(void **state)
     jobs_destroy(&jobs);
 }
 
+/* The docker driver: the seed's top-level playbooks, and the host each instance was placed on
+ * (the scale up's result file) in the results. */
+static void test_docker_placement(void **state)
+{
+    (void)state;
+    s_write("playbooks/scale_up.yml", "# fake\n", 0644);
+    tide_config_t saved = s_cfg;
+    snprintf(s_cfg.executor.driver, sizeof s_cfg.executor.driver, "docker");
+    char path[512];
+    assert_string_equal(runner_ansible_playbook(&s_cfg, "list.yml", path, sizeof path) +
+                            strlen(s_dir),
+                        "/playbooks/list.yml");
+    jobs_t *jobs = jobs_new(&s_cfg, 0);
+    sink_log_t log;
+    job_t *job = s_run(jobs, &log, TIDE__V1__JOB_KIND__JOB_SCALE_UP, "job-place", "place", 0, 1000);
+    char want[1024];
+    snprintf(want, sizeof want, "%s/playbooks/scale_up.yml\n", s_dir);
+    assert_non_null(strstr(s_read("argv.txt"), want));
+    assert_int_equal(job->state, TIDE__V1__JOB_STATE__JOB_SUCCEEDED);
+    assert_int_equal(job->n_results, 1);
+    assert_string_equal(job->results[0].instance.host, "10.0.0.7");
+    assert_int_equal(job->results[0].instance.port, 9102);
+    assert_true(job->results[0].running);
+    /* what the job was asked to act on stays as asked */
+    assert_string_equal(job->instances[0].host, "127.0.0.1");
+
+    /* A placement that does not match the job: failed, and the instance may run. */
+    job = s_run(jobs, &log, TIDE__V1__JOB_KIND__JOB_SCALE_UP, "job-badplace", "badplace", 0, 1000);
+    assert_int_equal(job->state, TIDE__V1__JOB_STATE__JOB_FAILED);
+    assert_non_null(strstr(job->error, "port 9999"));
+    assert_true(job->results[0].running);
+    assert_false(job->results[0].ok);
+    jobs_destroy(&jobs);
+    s_cfg = saved;
+    snprintf(path, sizeof path, "%s/playbooks/scale_up.yml", s_dir);
+    unlink(path);
+}
+
 static bool s_gone(pid_t pid)
 {
     char path[64], buf[256];
@@ -344,7 +386,7 @@ static void test_spawn_failures(void **state)
     req.job_id = "nobook";
     job = jobs_add(jobs, &req);
     assert_int_not_equal(runner_ansible_start(runner, job, err, sizeof err), 0);
-    assert_non_null(strstr(err, "docker/list.yml"));
+    assert_non_null(strstr(err, "playbooks/list.yml")); /* docker: the top-level playbooks */
     runner_ansible_destroy(&runner);
     zloop_destroy(&loop);
     jobs_destroy(&jobs);
@@ -355,7 +397,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ok_argv_vars_output), cmocka_unit_test(test_exit_code),
         cmocka_unit_test(test_list_result),         cmocka_unit_test(test_deadline_kills_group),
-        cmocka_unit_test(test_spawn_failures),
+        cmocka_unit_test(test_docker_placement),    cmocka_unit_test(test_spawn_failures),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }

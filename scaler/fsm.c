@@ -32,6 +32,7 @@ typedef enum {
     B_DOWN,    /* scale-down job sent (after a drain, or to stop leftovers) */
     B_LIST,    /* reconcile: list job */
     B_RECOVER, /* reconcile: status of the previous run's job */
+    B_CHECK,   /* health check: list job while running */
 } busy_t;
 
 struct _fsm_t {
@@ -44,6 +45,9 @@ struct _fsm_t {
 
     bool in_pool[NAMES_MAX];
     bool stopping[NAMES_MAX];
+    bool suspect[NAMES_MAX];        /* failing requests: to be checked */
+    uint64_t pool_since[NAMES_MAX]; /* when it (last) joined the pool */
+    uint64_t last_check_ms;         /* the last list (reconcile or health check) ended */
     uint32_t current;
     uint64_t pool_version;
 
@@ -91,6 +95,12 @@ void fsm_config_from_tide(fsm_config_t *cfg, const tide_config_t *tide, const ch
     uint32_t snap = (uint32_t)tide->metrics.snapshot_interval_ms;
     cfg->stale_ms = 3u * snap > 3000u ? 3u * snap : 3000u;
     cfg->reconcile_adopt = strcmp(tide->scaler.reconcile, "stop") != 0;
+    /* No tide.yml keys for these yet: a dead instance fails every request sent to it, an
+     * overloaded one may time out on some. */
+    cfg->suspect_error_rate = 0.5;
+    cfg->suspect_grace_ms = (uint32_t)tide->metrics.panic_window_s * 1000u + 2u * snap;
+    cfg->check_gap_ms = 5000;
+    cfg->check_interval_ms = 0;
     snprintf(cfg->job_prefix, sizeof cfg->job_prefix, "%s", job_prefix);
     snprintf(cfg->name_prefix, sizeof cfg->name_prefix, "%s", tide->app.name_prefix);
 }
@@ -228,6 +238,15 @@ static bool s_valid(int index)
     return index >= 0 && index < NAMES_MAX;
 }
 
+/* Puts index in the pool; its errors count from now on. */
+static void s_join(fsm_t *self, int index, uint64_t now_ms)
+{
+    self->in_pool[index] = true;
+    self->stopping[index] = false;
+    self->suspect[index] = false;
+    self->pool_since[index] = now_ms;
+}
+
 /* Writes "production3,production4" for reasons (cut short with "..." when long). */
 static const char *s_names(const fsm_t *self, char *buf, size_t size, const uint16_t *idx,
                            uint32_t n)
@@ -331,12 +350,52 @@ static void s_start_stop(fsm_t *self, uint64_t now_ms, fsm_actions_t *acts)
             s_names(self, names, sizeof names, self->job.idx, self->job.n));
 }
 
+/* Suspects in the pool into idx (ascending); returns how many. */
+static uint32_t s_suspects(const fsm_t *self, uint16_t *idx)
+{
+    uint32_t n = 0;
+    for (int i = 0; i < NAMES_MAX; i++)
+        if (self->suspect[i] && self->in_pool[i])
+            idx[n++] = (uint16_t)i;
+    return n;
+}
+
+/* A health check is due: a suspect in the pool and the gap since the last check passed, or the
+ * periodic interval passed. */
+static bool s_check_due(const fsm_t *self, uint64_t now_ms)
+{
+    uint16_t idx[NAMES_MAX];
+    if (s_suspects(self, idx) > 0 && now_ms >= self->last_check_ms + self->cfg.check_gap_ms)
+        return true;
+    return self->cfg.check_interval_ms > 0 &&
+           now_ms >= self->last_check_ms + self->cfg.check_interval_ms;
+}
+
+static void s_start_check(fsm_t *self, uint64_t now_ms, fsm_actions_t *acts)
+{
+    uint16_t idx[NAMES_MAX];
+    uint32_t n = s_suspects(self, idx);
+    s_new_job(self, K_LIST);
+    self->busy = B_CHECK;
+    s_send(self, now_ms, acts);
+    char names[128];
+    if (n > 0)
+        s_trans(self, S_BUSY, now_ms, acts, "health check: %s failing requests; listing instances",
+                s_names(self, names, sizeof names, idx, n));
+    else
+        s_trans(self, S_BUSY, now_ms, acts, "health check: periodic; listing instances");
+}
+
 static void s_maybe_start(fsm_t *self, uint64_t now_ms, fsm_actions_t *acts)
 {
     if (self->paused || now_ms < self->backoff_until_ms)
         return;
     if (s_n_stopping(self) > 0) {
         s_start_stop(self, now_ms, acts);
+        return;
+    }
+    if (s_check_due(self, now_ms)) {
+        s_start_check(self, now_ms, acts);
         return;
     }
     uint32_t next = self->dec.next;
@@ -379,10 +438,8 @@ static void s_evaluate(fsm_t *self, uint64_t now_ms, fsm_actions_t *acts)
 static void s_up_done(fsm_t *self, uint64_t now_ms, fsm_actions_t *acts)
 {
     uint32_t from = self->current;
-    for (uint32_t k = 0; k < self->job.n; k++) {
-        self->in_pool[self->job.idx[k]] = true;
-        self->stopping[self->job.idx[k]] = false;
-    }
+    for (uint32_t k = 0; k < self->job.n; k++)
+        s_join(self, self->job.idx[k], now_ms);
     s_recount(self);
     self->pool_version++;
     acts->pool_changed = true;
@@ -474,10 +531,8 @@ static void s_apply_recovered(fsm_t *self, const fsm_job_result_t *r, uint64_t n
                 idx[n++] = r->results[i].index;
     }
     if (r->kind == K_UP && ok) {
-        for (size_t i = 0; i < n; i++) {
-            self->in_pool[idx[i]] = true;
-            self->stopping[idx[i]] = false;
-        }
+        for (size_t i = 0; i < n; i++)
+            s_join(self, idx[i], now_ms);
         s_recount(self);
         self->pool_version++;
         acts->pool_changed = true;
@@ -524,7 +579,7 @@ static void s_apply_list(fsm_t *self, const fsm_job_result_t *r, uint64_t now_ms
             self->stopping[i] = false; /* already gone */
         if (running[i] && !self->in_pool[i] && !self->stopping[i]) {
             if (self->cfg.reconcile_adopt && healthy[i]) {
-                self->in_pool[i] = true;
+                s_join(self, i, now_ms);
                 adopted++;
             } else {
                 self->stopping[i] = true;
@@ -537,10 +592,75 @@ static void s_apply_list(fsm_t *self, const fsm_job_result_t *r, uint64_t now_ms
     acts->pool_changed = true;
     s_success(self);
     s_clear_job(self);
+    self->last_check_ms = now_ms;
     self->phase = PH_RUN;
     s_trans(self, s_stable_state(self), now_ms, acts,
             "reconciled: %u in pool, %u removed (not running), %u adopted, %u to stop",
             self->current, removed, adopted, s_n_stopping(self));
+}
+
+/* A health check's list: instances in the pool that do not run leave it; ones that run but do
+ * not answer their health path leave it and are stopped (drained first, like any stop);
+ * running instances nobody asked for are adopted or stopped as at start. The policy then
+ * replaces what left. */
+static void s_apply_check(fsm_t *self, const fsm_job_result_t *r, uint64_t now_ms,
+                          fsm_actions_t *acts)
+{
+    bool running[NAMES_MAX] = {false}, healthy[NAMES_MAX] = {false};
+    for (size_t i = 0; i < r->n_results; i++) {
+        const fsm_result_t *x = &r->results[i];
+        if (s_valid(x->index) && x->running) {
+            running[x->index] = true;
+            healthy[x->index] = x->ok;
+        }
+    }
+    uint16_t gone[NAMES_MAX], sick[NAMES_MAX];
+    uint32_t n_gone = 0, n_sick = 0, adopted = 0, strays = 0;
+    for (int i = 0; i < NAMES_MAX; i++) {
+        if (self->in_pool[i] && !running[i]) {
+            self->in_pool[i] = false;
+            gone[n_gone++] = (uint16_t)i;
+        } else if (self->in_pool[i] && !healthy[i]) {
+            self->in_pool[i] = false;
+            self->stopping[i] = true;
+            sick[n_sick++] = (uint16_t)i;
+        } else if (self->stopping[i] && !running[i]) {
+            self->stopping[i] = false; /* already gone */
+        } else if (running[i] && !self->in_pool[i] && !self->stopping[i]) {
+            if (self->cfg.reconcile_adopt && healthy[i]) {
+                s_join(self, i, now_ms);
+                adopted++;
+            } else {
+                self->stopping[i] = true;
+                strays++;
+            }
+        }
+    }
+    memset(self->suspect, 0, sizeof self->suspect);
+    s_recount(self);
+    if (n_gone + n_sick + adopted > 0) {
+        self->pool_version++;
+        acts->pool_changed = true;
+    }
+    s_clear_job(self);
+    self->last_check_ms = now_ms;
+    char g[128], k[128];
+    s_trans(self, s_stable_state(self), now_ms, acts,
+            "health check: %u in pool; not running: %s; unhealthy, to stop: %s; %u adopted, %u "
+            "strays to stop",
+            self->current, s_names(self, g, sizeof g, gone, n_gone),
+            s_names(self, k, sizeof k, sick, n_sick), adopted, strays);
+}
+
+static void s_check_failed(fsm_t *self, const char *why, uint64_t now_ms, fsm_actions_t *acts)
+{
+    memset(self->suspect, 0, sizeof self->suspect);
+    uint64_t delay = s_backoff(self, now_ms, why);
+    s_clear_job(self);
+    self->last_check_ms = now_ms;
+    s_trans(self, s_stable_state(self), now_ms, acts,
+            "health check failed: %s; pool unchanged, retry after %llu ms", why,
+            (unsigned long long)delay);
 }
 
 /* ---- events ------------------------------------------------------------------------------- */
@@ -550,8 +670,9 @@ void fsm_restore(fsm_t *self, const fsm_record_t *rec, uint64_t now_ms, fsm_acti
     memset(acts, 0, sizeof *acts);
     memset(self->in_pool, 0, sizeof self->in_pool);
     memset(self->stopping, 0, sizeof self->stopping);
+    memset(self->suspect, 0, sizeof self->suspect);
     for (uint32_t i = 0; i < rec->n_pool && i < NAMES_MAX; i++)
-        self->in_pool[rec->pool[i] % NAMES_MAX] = true;
+        s_join(self, rec->pool[i] % NAMES_MAX, now_ms);
     for (uint32_t i = 0; i < rec->n_stopping && i < NAMES_MAX; i++)
         if (!self->in_pool[rec->stopping[i] % NAMES_MAX])
             self->stopping[rec->stopping[i] % NAMES_MAX] = true;
@@ -613,6 +734,9 @@ static bool s_job_timers(fsm_t *self, uint64_t now_ms, fsm_actions_t *acts)
         case B_LIST:
             s_list_failed(self, "deadline passed", now_ms, acts);
             break;
+        case B_CHECK:
+            s_check_failed(self, "deadline passed", now_ms, acts);
+            break;
         case B_RECOVER:
             s_trans(self, S_BUSY, now_ms, acts, "reconcile: no outcome for job %s by its deadline",
                     self->job.id);
@@ -629,6 +753,15 @@ static bool s_job_timers(fsm_t *self, uint64_t now_ms, fsm_actions_t *acts)
         acts->poll_job = true;
     }
     return false;
+}
+
+void fsm_note_errors(fsm_t *self, int index, double error_rate, uint64_t now_ms)
+{
+    if (!s_valid(index) || !self->in_pool[index] || error_rate < self->cfg.suspect_error_rate)
+        return;
+    if (now_ms < self->pool_since[index] + self->cfg.suspect_grace_ms)
+        return;
+    self->suspect[index] = true;
 }
 
 void fsm_on_tick(fsm_t *self, uint64_t now_ms, bool drained, fsm_actions_t *acts)
@@ -693,6 +826,12 @@ void fsm_on_job_result(fsm_t *self, const fsm_job_result_t *r, uint64_t now_ms, 
         else
             s_list_failed(self, why, now_ms, acts);
         break;
+    case B_CHECK:
+        if (ok)
+            s_apply_check(self, r, now_ms, acts);
+        else
+            s_check_failed(self, why, now_ms, acts);
+        break;
     case B_RECOVER:
         s_apply_recovered(self, r, now_ms, acts);
         break;
@@ -723,6 +862,9 @@ void fsm_on_job_error(fsm_t *self, const char *job_id, fsm_err_t err, const char
         break;
     case B_LIST:
         s_list_failed(self, why, now_ms, acts);
+        break;
+    case B_CHECK:
+        s_check_failed(self, why, now_ms, acts);
         break;
     case B_RECOVER:
         /* The previous job is unknown to the executor (or it does not answer): the list tells

@@ -38,6 +38,14 @@ typedef struct {
     uint32_t drain_deadline_ms; /* stop draining instances after this even if not drained */
     uint32_t stale_ms;          /* a metrics.snapshot older than this: hold */
     bool reconcile_adopt;       /* on start: adopt running instances missing from the pool */
+    /* Health checks: a LIST job while stable, whose answer is applied like the reconcile's
+     * (instances not running leave the pool; running but unhealthy ones leave it and are
+     * stopped), after which the policy replaces what is missing. */
+    double suspect_error_rate;  /* an instance failing this share of its requests is suspect */
+    uint32_t suspect_grace_ms;  /* ... once it has been in the pool this long (the error rate
+                                   covers the panic window, which may predate it) */
+    uint32_t check_gap_ms;      /* fewest ms between two health checks */
+    uint32_t check_interval_ms; /* a health check this often even with no suspect; 0 = never */
     char job_prefix[96];        /* job ids are "<job_prefix>-<seq>" */
     char name_prefix[32];       /* for reasons in logs only */
 } fsm_config_t;
@@ -146,6 +154,15 @@ void fsm_restore(fsm_t *self, const fsm_record_t *rec, uint64_t now_ms, fsm_acti
 /* A metrics.snapshot arrived. */
 void fsm_on_snapshot(fsm_t *self, double rps_stable, double rps_panic, uint32_t stable_window_s,
                      uint64_t now_ms, fsm_actions_t *acts);
+
+/* Per-instance errors from a metrics.snapshot (InstanceMetrics.error_rate: 5xx responses and
+ * upstream errors per request over the panic window). An instance in the pool for at least
+ * suspect_grace_ms whose rate is at least suspect_error_rate becomes suspect: at the next stable
+ * moment (no job, not paused, no backoff, check_gap_ms after the last check) a health check
+ * lists every instance. Call it for each instance of a snapshot before fsm_on_snapshot, which
+ * starts the check. A killed instance is noticed this way as long as traffic reaches it (the
+ * proxies retry its requests elsewhere, so clients see no failure). */
+void fsm_note_errors(fsm_t *self, int index, double error_rate, uint64_t now_ms);
 
 /* Timers: settle, deadlines, polls, backoff, drain. drained is drain_drained() for the names
  * and version of fsm_draining() (false when nothing drains). */

@@ -306,6 +306,21 @@ static void s_on_record(scaler_t *self, const char *job_id, const Tide__V1__JobR
     }
     for (size_t i = 0; i < ni; i++)
         instances[i] = names_index(prefix, rec->instances[i]->name);
+    /* Where the job in flight says its instances run (the host a scale up placed each on, or
+     * the list's): the pool gets these addresses. Records of other jobs change nothing. */
+    const fsm_job_t *cur = fsm_job(self->fsm);
+    if (cur && strcmp(cur->id, job_id) == 0 && rec->state == TIDE__V1__JOB_STATE__JOB_SUCCEEDED &&
+        (rec->kind == TIDE__V1__JOB_KIND__JOB_SCALE_UP ||
+         rec->kind == TIDE__V1__JOB_KIND__JOB_LIST)) {
+        for (size_t i = 0; i < nr; i++) {
+            const Tide__V1__Instance *in = rec->results[i]->instance;
+            if (results[i].index < 0 || !results[i].running || !in->host || !in->host[0])
+                continue;
+            if (store_set_addr(self->store, results[i].index, in->host, in->port) != 0)
+                log_once_per_kind("bad-instance-addr", "job record gives an unusable address",
+                                  in->host);
+        }
+    }
     fsm_job_result_t r = {
         .job_id = job_id,
         .kind = rec->kind,
@@ -360,6 +375,10 @@ static void s_on_metrics(scaler_t *self, uint64_t now_ms)
         self->snap_proxies = s->proxies;
         self->snap_ms = now_ms;
         if (self->fsm && self->loaded) {
+            for (size_t i = 0; i < s->n_instances; i++)
+                fsm_note_errors(self->fsm,
+                                names_index(self->cfg->app.name_prefix, s->instances[i]->name),
+                                s->instances[i]->error_rate, now_ms);
             fsm_actions_t acts;
             fsm_on_snapshot(self->fsm, s->rps_stable, s->rps_panic, s->stable_window_s, now_ms,
                             &acts);

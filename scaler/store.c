@@ -1,6 +1,7 @@
 /* store.c - the scaler's Redis writes (one MULTI/EXEC per change) and its start-up read. */
 #include "store.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@ struct _store_t {
     const tide_config_t *cfg;
     redis_conn_t *conn;
     char k_instances[256], k_pool[256], k_version[256], k_state[256];
+    char (*addr)[64]; /* per index: "ip:port" reported by the executor, "" = the default */
 };
 
 store_t *store_new(const tide_config_t *cfg)
@@ -24,7 +26,10 @@ store_t *store_new(const tide_config_t *cfg)
     self->cfg = cfg;
     self->conn = redis_conn_new(cfg->redis.host, cfg->redis.port, cfg->redis.connect_timeout_ms,
                                 cfg->redis.command_timeout_ms);
-    if (!self->conn) {
+    self->addr = calloc(NAMES_MAX, sizeof *self->addr);
+    if (!self->conn || !self->addr) {
+        redis_conn_destroy(&self->conn);
+        free(self->addr);
         free(self);
         return NULL;
     }
@@ -40,14 +45,39 @@ void store_destroy(store_t **self_p)
     if (!self_p || !*self_p)
         return;
     redis_conn_destroy(&(*self_p)->conn);
+    free((*self_p)->addr);
     free(*self_p);
     *self_p = NULL;
 }
 
 const char *store_addr(const store_t *self, int index, char *buf, size_t size)
 {
-    snprintf(buf, size, "%s:%d", self->cfg->app.host, self->cfg->app.base_port + index);
+    if (index >= 0 && index < NAMES_MAX && self->addr[index][0])
+        snprintf(buf, size, "%s", self->addr[index]);
+    else
+        snprintf(buf, size, "%s:%d", self->cfg->app.host, self->cfg->app.base_port + index);
     return buf;
+}
+
+int store_set_addr(store_t *self, int index, const char *host, uint32_t port)
+{
+    unsigned char ip[sizeof(struct in6_addr)];
+    if (index < 0 || index >= NAMES_MAX || !host || port < 1 || port > 65535 ||
+        (inet_pton(AF_INET, host, ip) != 1 && inet_pton(AF_INET6, host, ip) != 1))
+        return -EINVAL;
+    /* "host:port" even for IPv6: readers split at the last colon. */
+    snprintf(self->addr[index], sizeof self->addr[index], "%s:%u", host, port);
+    return 0;
+}
+
+/* Keeps the address of a pool entry read back at start, when it is one store_set_addr takes. */
+static void s_keep_addr(store_t *self, int index, const redisReply *v)
+{
+    char host[64];
+    int port;
+    if (v->type == REDIS_REPLY_STRING && v->len < sizeof host &&
+        config_split_addr(v->str, host, sizeof host, &port) == 0)
+        store_set_addr(self, index, host, (uint32_t)port);
 }
 
 /* ---- a pipelined transaction ---------------------------------------------------------------- */
@@ -346,6 +376,7 @@ int store_load(store_t *self, fsm_record_t *rec, store_info_t *info)
             continue;
         }
         s_add_sorted(rec->pool, &rec->n_pool, idx);
+        s_keep_addr(self, idx, pool->element[i + 1]);
     }
     s_parse_state(self, state, rec, info);
     /* A name cannot be both in the pool and on the stop list: the pool wins (it is what the

@@ -32,8 +32,9 @@ store_t *store_new(const tide_config_t *cfg);
 void store_destroy(store_t **self_p);
 
 /* Reads the state hash, pool, pool_version and instances in one MULTI/EXEC into rec (zeroed
- * first; rec->since_ms is left 0). Returns 0, or -EIO when Redis cannot be reached or answered
- * an error: nothing is filled in then, retry later. */
+ * first; rec->since_ms is left 0), and keeps each pool entry's address (store_addr). Returns 0, or
+ * -EIO when Redis cannot be reached or answered an error: nothing is filled in then, retry later.
+ */
 int store_load(store_t *self, fsm_record_t *rec, store_info_t *info);
 
 /* Writes rec in one MULTI/EXEC: the state hash (since_ms = since_wall_ms), and when with_pool
@@ -42,7 +43,13 @@ int store_load(store_t *self, fsm_record_t *rec, store_info_t *info);
 int store_write(store_t *self, const fsm_record_t *rec, bool with_pool, uint64_t since_wall_ms,
                 uint64_t *version);
 
-/* The ip:port of instance index (app.host, app.base_port + index) into buf. Returns buf. */
+/* The ip:port of instance index into buf: the address set with store_set_addr (or read back
+ * from the pool by store_load), else app.host:app.base_port + index. Returns buf. */
 const char *store_addr(const store_t *self, int index, char *buf, size_t size);
+
+/* Sets where instance index runs, as the executor reported it (a scale up's placement on one of
+ * several hosts, or a list): host must be a numeric IPv4 or IPv6 address and port 1..65535.
+ * Used for the pool from then on. Returns 0, or -EINVAL (nothing changed). */
+int store_set_addr(store_t *self, int index, const char *host, uint32_t port);
 
 #endif

@@ -1046,6 +1046,212 @@ static void test_persisted_settings_restored(void **state)
     fsm_destroy(&f);
 }
 
+/* ---- health checks ------------------------------------------------------------------------- */
+
+static fsm_config_t s_check_cfg(void)
+{
+    fsm_config_t c = s_cfg();
+    c.suspect_error_rate = 0.5;
+    c.suspect_grace_ms = 5000;
+    c.check_gap_ms = 3000;
+    return c;
+}
+
+/* A running machine with production0..n-1 at UP, load for exactly n, at time 2000. */
+static fsm_t *s_up_checked(fsm_config_t cfg, uint32_t n, uint64_t *now)
+{
+    fsm_t *f = s_running(cfg, n);
+    fsm_actions_t a;
+    *now = 2000;
+    fsm_on_snapshot(f, 100.0 * n, 100.0 * n, 60, *now, &a);
+    assert_int_equal(fsm_state(f), UP);
+    assert_false(a.send_job);
+    return f;
+}
+
+/* Finishes the list in flight: running[i] runs, healthy when healthy[i]. */
+static void s_list_answer(fsm_t *f, const int *running, const bool *healthy, size_t n, uint64_t now,
+                          fsm_actions_t *acts)
+{
+    const fsm_job_t *job = fsm_job(f);
+    assert_non_null(job);
+    assert_int_equal(job->kind, K_LIST);
+    fsm_result_t res[64];
+    for (size_t i = 0; i < n; i++)
+        res[i] = (fsm_result_t){.index = running[i], .ok = healthy[i], .running = true};
+    char id[FSM_JOB_ID_MAX];
+    snprintf(id, sizeof id, "%s", job->id);
+    fsm_job_result_t r = {
+        .job_id = id, .kind = K_LIST, .state = J_OK, .results = res, .n_results = n};
+    fsm_on_job_result(f, &r, now, acts);
+}
+
+static bool s_reason_has(const fsm_actions_t *a, const char *text)
+{
+    for (size_t i = 0; i < a->n_trans; i++)
+        if (strstr(a->trans[i].reason, text))
+            return true;
+    return false;
+}
+
+/* A killed instance fails the requests sent to it: it is checked, leaves the pool and the
+ * policy puts a new one in its place. */
+static void test_check_replaces_dead_instance(void **state)
+{
+    (void)state;
+    uint64_t now;
+    fsm_t *f = s_up_checked(s_check_cfg(), 3, &now);
+    fsm_actions_t a;
+    /* errors from an instance that joined the pool less than the grace ago do not count */
+    fsm_note_errors(f, 1, 1.0, 3000);
+    fsm_on_snapshot(f, 300, 300, 60, 3000, &a);
+    assert_false(a.send_job);
+    /* a low error rate does not count; unknown and out-of-pool indices are ignored */
+    fsm_note_errors(f, 1, 0.2, 7000);
+    fsm_note_errors(f, 7, 1.0, 7000);
+    fsm_note_errors(f, -1, 1.0, 7000);
+    fsm_on_snapshot(f, 300, 300, 60, 7000, &a);
+    assert_false(a.send_job);
+    assert_int_equal(fsm_state(f), UP);
+
+    fsm_note_errors(f, 1, 1.0, 7500);
+    fsm_on_snapshot(f, 300, 300, 60, 7500, &a);
+    assert_int_equal(fsm_state(f), BUSY);
+    assert_true(a.send_job);
+    assert_int_equal(fsm_job(f)->kind, K_LIST);
+    assert_true(s_reason_has(&a, "health check: production1 failing requests"));
+    assert_false(a.pool_changed); /* nothing leaves the pool on suspicion alone */
+
+    /* the list says production1 is gone: out of the pool, and a scale up replaces it */
+    int running[] = {0, 2};
+    bool healthy[] = {true, true};
+    s_list_answer(f, running, healthy, 2, 8000, &a);
+    assert_true(a.pool_changed);
+    assert_false(fsm_in_pool(f, 1));
+    assert_true(s_reason_has(&a, "not running: production1"));
+    assert_true(s_has_trans(&a, BUSY, UP));
+    assert_true(s_has_trans(&a, UP, BUSY));
+    assert_true(a.send_job);
+    assert_int_equal(fsm_job(f)->kind, K_UP);
+    assert_int_equal(fsm_job(f)->n, 1);
+    assert_int_equal(fsm_job(f)->idx[0], 1);
+    s_ok(f, 12000, &a);
+    assert_true(fsm_in_pool(f, 1));
+    assert_int_equal(fsm_current(f), 3);
+    /* its predecessor's errors are still in the panic window: not held against it */
+    fsm_on_tick(f, 15000, false, &a); /* READY -> UP */
+    fsm_note_errors(f, 1, 1.0, 15000);
+    fsm_on_snapshot(f, 300, 300, 60, 15000, &a);
+    assert_false(a.send_job);
+    fsm_destroy(&f);
+}
+
+/* Running but not answering its health path: out of the pool, drained, stopped, replaced. */
+static void test_check_stops_unhealthy_instance(void **state)
+{
+    (void)state;
+    uint64_t now;
+    fsm_t *f = s_up_checked(s_check_cfg(), 3, &now);
+    fsm_actions_t a;
+    fsm_note_errors(f, 2, 0.9, 7000);
+    fsm_on_snapshot(f, 300, 300, 60, 7000, &a);
+    assert_int_equal(fsm_job(f)->kind, K_LIST);
+    int running[] = {0, 1, 2, 5};
+    bool healthy[] = {true, true, false, true}; /* production5: a healthy stray, adopted */
+    s_list_answer(f, running, healthy, 4, 7500, &a);
+    assert_true(a.pool_changed);
+    assert_false(fsm_in_pool(f, 2));
+    assert_true(fsm_in_pool(f, 5));
+    assert_true(s_reason_has(&a, "unhealthy, to stop: production2; 1 adopted"));
+    /* the stop goes first, drained like any scale down */
+    assert_int_equal(fsm_job(f)->kind, K_DOWN);
+    assert_int_equal(fsm_job(f)->idx[0], 2);
+    s_drain_then_send(f, &a, 8000);
+    s_ok(f, 9000, &a);
+    assert_int_equal(fsm_current(f), 3);
+    fsm_destroy(&f);
+}
+
+/* Checks wait for a stable moment and their gap; a failed one changes nothing but backs off. */
+static void test_check_gap_pause_and_failure(void **state)
+{
+    (void)state;
+    uint64_t now;
+    fsm_t *f = s_up_checked(s_check_cfg(), 2, &now);
+    fsm_actions_t a;
+    char err[128];
+    /* paused: no job, not even a check */
+    assert_int_equal(fsm_pause(f, 6500, &a), 0);
+    fsm_note_errors(f, 0, 1.0, 7000);
+    fsm_on_snapshot(f, 200, 200, 60, 7000, &a);
+    assert_false(a.send_job);
+    assert_int_equal(fsm_resume(f, 7100, &a), 0);
+    assert_true(a.send_job);
+    assert_int_equal(fsm_job(f)->kind, K_LIST);
+
+    /* the list fails: pool unchanged, backoff */
+    const fsm_job_t *job = fsm_job(f);
+    char id[FSM_JOB_ID_MAX];
+    snprintf(id, sizeof id, "%s", job->id);
+    fsm_job_result_t r = {.job_id = id, .kind = K_LIST, .state = J_FAILED, .error = "host down"};
+    fsm_on_job_result(f, &r, 7500, &a);
+    assert_false(a.pool_changed);
+    assert_false(a.send_job);
+    assert_int_equal(fsm_state(f), UP);
+    assert_true(s_reason_has(&a, "health check failed: job failed: host down"));
+    fsm_status_t st;
+    fsm_status(f, &st);
+    assert_int_equal(st.backoff_until_ms, 8500);
+    assert_int_equal(fsm_current(f), 2);
+
+    /* suspect again at once: the gap (3000 ms since the last check) holds it back */
+    fsm_note_errors(f, 0, 1.0, 9000);
+    fsm_on_snapshot(f, 200, 200, 60, 9000, &a);
+    assert_false(a.send_job);
+    fsm_note_errors(f, 0, 1.0, 10600);
+    fsm_on_snapshot(f, 200, 200, 60, 10600, &a);
+    assert_true(a.send_job);
+    assert_int_equal(fsm_job(f)->kind, K_LIST);
+    /* every instance healthy: nothing changes */
+    int running[] = {0, 1};
+    bool healthy[] = {true, true};
+    s_list_answer(f, running, healthy, 2, 11000, &a);
+    assert_false(a.pool_changed);
+    assert_false(a.send_job);
+    assert_int_equal(fsm_state(f), UP);
+    /* a scale up is not held back by a check's success or failure beyond the backoff */
+    assert_int_equal(fsm_scale(f, 3, 11500, err, sizeof err, &a), 0);
+    assert_true(a.send_job);
+    assert_int_equal(fsm_job(f)->kind, K_UP);
+    fsm_destroy(&f);
+}
+
+/* With check_interval_ms set, a check runs that often even without suspects. */
+static void test_check_periodic(void **state)
+{
+    (void)state;
+    fsm_config_t cfg = s_check_cfg();
+    cfg.check_interval_ms = 10000;
+    uint64_t now;
+    fsm_t *f = s_up_checked(cfg, 2, &now);
+    fsm_actions_t a;
+    fsm_on_tick(f, 10900, false, &a);
+    assert_false(a.send_job);
+    fsm_on_tick(f, 11000, false, &a); /* the reconcile's list ended at 1000 */
+    assert_true(a.send_job);
+    assert_int_equal(fsm_job(f)->kind, K_LIST);
+    assert_true(s_reason_has(&a, "health check: periodic"));
+    int running[] = {1};
+    bool healthy[] = {true};
+    s_list_answer(f, running, healthy, 1, 11500, &a);
+    assert_false(fsm_in_pool(f, 0));
+    assert_int_equal(fsm_state(f), IDLE); /* at the minimum; the metrics are stale */
+    fsm_on_snapshot(f, 200, 200, 60, 11600, &a);
+    assert_true(a.send_job);
+    assert_int_equal(fsm_job(f)->kind, K_UP); /* the load wants 2 */
+    fsm_destroy(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1073,6 +1279,10 @@ int main(void)
         cmocka_unit_test(test_scale_pins_until_resume),
         cmocka_unit_test(test_bounds),
         cmocka_unit_test(test_persisted_settings_restored),
+        cmocka_unit_test(test_check_replaces_dead_instance),
+        cmocka_unit_test(test_check_stops_unhealthy_instance),
+        cmocka_unit_test(test_check_gap_pause_and_failure),
+        cmocka_unit_test(test_check_periodic),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "names.h"
 #include "store.h"
 #include "tide_clock.h"
 #include "tide_log.h"
@@ -371,6 +372,50 @@ static void test_foreign_and_bad_values(void **state)
     redis_conn_destroy(&c);
 }
 
+/* Addresses the executor reported go to the pool, and come back with it at the next start. */
+static void test_reported_addresses(void **state)
+{
+    (void)state;
+    SKIP_WITHOUT_REDIS();
+    redis_conn_t *c = s_conn();
+    s_flush(c);
+    store_t *st = store_new(&s_cfg);
+    char buf[80];
+    assert_string_equal(store_addr(st, 2, buf, sizeof buf), "127.0.0.1:9103");
+    assert_int_equal(store_set_addr(st, 2, "10.1.2.3", 9103), 0);
+    assert_int_equal(store_set_addr(st, 3, "::1", 9104), 0);
+    assert_int_equal(store_set_addr(st, 4, "host-a", 9105), -EINVAL);
+    assert_int_equal(store_set_addr(st, 4, "10.1.2.3", 0), -EINVAL);
+    assert_int_equal(store_set_addr(st, -1, "10.1.2.3", 80), -EINVAL);
+    assert_int_equal(store_set_addr(st, NAMES_MAX, "10.1.2.3", 80), -EINVAL);
+    assert_string_equal(store_addr(st, 2, buf, sizeof buf), "10.1.2.3:9103");
+    assert_string_equal(store_addr(st, 3, buf, sizeof buf), "::1:9104");
+    assert_string_equal(store_addr(st, 4, buf, sizeof buf), "127.0.0.1:9105");
+    fsm_record_t *rec = calloc(1, sizeof *rec);
+    rec->n_pool = 3;
+    rec->pool[0] = 1;
+    rec->pool[1] = 2;
+    rec->pool[2] = 3;
+    uint64_t version = 0;
+    assert_int_equal(store_write(st, rec, true, 1, &version), 0);
+    char *v = s_hget(c, KEY_POOL, "production2");
+    assert_string_equal(v, "10.1.2.3:9103");
+    free(v);
+    store_destroy(&st);
+
+    /* a new store (a restarted scaler) reads them back with the pool */
+    st = store_new(&s_cfg);
+    store_info_t info;
+    assert_int_equal(store_load(st, rec, &info), 0);
+    assert_int_equal(rec->n_pool, 3);
+    assert_string_equal(store_addr(st, 1, buf, sizeof buf), "127.0.0.1:9102");
+    assert_string_equal(store_addr(st, 2, buf, sizeof buf), "10.1.2.3:9103");
+    assert_string_equal(store_addr(st, 3, buf, sizeof buf), "::1:9104");
+    free(rec);
+    store_destroy(&st);
+    redis_conn_destroy(&c);
+}
+
 static void test_redis_down_then_back(void **state)
 {
     (void)state;
@@ -402,6 +447,7 @@ int main(void)
         cmocka_unit_test(test_empty_load),
         cmocka_unit_test(test_write_and_read_back),
         cmocka_unit_test(test_foreign_and_bad_values),
+        cmocka_unit_test(test_reported_addresses),
         cmocka_unit_test(test_redis_down_then_back),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -211,7 +211,8 @@ int ctl_job_status(const ctl_t *ctl, const char *job_id)
         msg_print_json(ctl->out, &rep->job->base);
         fputc('\n', ctl->out);
     } else {
-        msg_print_text(ctl->out, &rep->job->base);
+        ctl_print_record(ctl->out, rep->job);
+        ctl_print_tail(ctl->out, rep->job);
         fputc('\n', ctl->out);
     }
     fflush(ctl->out);

@@ -210,6 +210,64 @@ static void test_print_message(void **state)
     s_cap_free(&c);
 }
 
+/* A failed job's output tail follows its watch line, one line each; a succeeded job's is left
+ * out (its OUTPUT events carried it); JSON keeps everything in the one object. */
+static void test_print_failed_job(void **state)
+{
+    (void)state;
+    Tide__V1__Header h = TIDE__V1__HEADER__INIT;
+    h.sender = "executor/host-1";
+    h.seq = 7;
+    h.ts_ms = 1700000000456ULL;
+    char *tail[] = {"TASK [Start each container] ***",
+                    "fatal: [h1]: FAILED! => {\"msg\": \"image x:none is not on h1\"}",
+                    "PLAY RECAP ***"};
+    Tide__V1__JobRecord rec = TIDE__V1__JOB_RECORD__INIT;
+    rec.job_id = "scaler-a-3";
+    rec.kind = TIDE__V1__JOB_KIND__JOB_SCALE_UP;
+    rec.state = TIDE__V1__JOB_STATE__JOB_FAILED;
+    rec.error = "ansible-playbook exited 2";
+    rec.output_tail = tail;
+    rec.n_output_tail = 3;
+    Tide__V1__JobEvent ev = TIDE__V1__JOB_EVENT__INIT;
+    ev.header = &h;
+    ev.job_id = "scaler-a-3";
+    ev.type = TIDE__V1__JOB_EVENT_TYPE__JOB_EVENT_FINISHED;
+    ev.job = &rec;
+
+    capture_t c;
+    s_cap_open(&c);
+    ctl_print_message(c.f, TOPIC_EXEC_JOB, &ev.base, false);
+    s_cap_close(&c);
+    assert_string_equal(c.buf + 9,
+                        "456 exec.job executor/host-1#7 job_id=scaler-a-3 "
+                        "type=JOB_EVENT_FINISHED job={job_id=scaler-a-3 kind=JOB_SCALE_UP "
+                        "state=JOB_FAILED started_ms=0 finished_ms=0 "
+                        "error=\"ansible-playbook exited 2\"}\n"
+                        "    | TASK [Start each container] ***\n"
+                        "    | fatal: [h1]: FAILED! => {\"msg\": \"image x:none is not on h1\"}\n"
+                        "    | PLAY RECAP ***");
+    assert_ptr_equal(ev.job, &rec); /* put back */
+    assert_int_equal(rec.n_output_tail, 3);
+    s_cap_free(&c);
+
+    rec.state = TIDE__V1__JOB_STATE__JOB_SUCCEEDED;
+    rec.error = "";
+    s_cap_open(&c);
+    ctl_print_message(c.f, TOPIC_EXEC_JOB, &ev.base, false);
+    s_cap_close(&c);
+    assert_null(strchr(c.buf, '\n'));
+    assert_null(strstr(c.buf, "TASK"));
+    s_cap_free(&c);
+
+    s_cap_open(&c);
+    ctl_print_message(c.f, TOPIC_EXEC_JOB, &ev.base, true);
+    s_cap_close(&c);
+    s_contains(c.buf, "\"output_tail\":[\"TASK [Start each container] ***\"");
+    assert_null(strchr(c.buf, '\n'));
+    s_cap_free(&c);
+}
+
 /* ---- a REP responder -------------------------------------------------------------------- */
 
 typedef enum { R_ANSWER, R_REFUSE, R_GARBAGE, R_WRONG_TOPIC, R_SILENT } rmode_t;
@@ -642,6 +700,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_print_status),
         cmocka_unit_test(test_print_message),
+        cmocka_unit_test(test_print_failed_job),
         cmocka_unit_test(test_requests),
         cmocka_unit_test(test_watch),
         cmocka_unit_test(test_command_line),

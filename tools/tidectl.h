@@ -46,8 +46,16 @@ int ctl_control(const ctl_t *ctl, Tide__V1__Command command, uint32_t count, uin
 int ctl_job_status(const ctl_t *ctl, const char *job_id);
 
 /* One watch line: "HH:MM:SS.mmm topic sender#seq field=value ..." (the header's stamp, local
- * time), or {"topic":...,"msg":{...}} with json. No newline. msg's header is restored after. */
+ * time), or {"topic":...,"msg":{...}} with json. No newline. msg's header is restored after.
+ * In text, a job record's output_tail is not on the line: a FAILED job's follows it, one line
+ * per output line, each "    | LINE" (so the playbook's error reads as it was printed). */
 void ctl_print_message(FILE *out, const char *topic, ProtobufCMessage *msg, bool json);
+
+/* A job record in text, on one line without its output_tail. No newline. rec is restored. */
+void ctl_print_record(FILE *out, Tide__V1__JobRecord *rec);
+
+/* The record's output_tail, "\n    | LINE" per line (nothing when empty). */
+void ctl_print_tail(FILE *out, const Tide__V1__JobRecord *rec);
 
 /* The scaler's status, several "key: value" lines. now_wall_ms dates "since" and "backoff". */
 void ctl_print_status(FILE *out, const Tide__V1__ScalerStatus *st, uint64_t now_wall_ms);

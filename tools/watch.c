@@ -28,6 +28,20 @@ static void s_clock(FILE *out, uint64_t wall_ms)
             (unsigned)(wall_ms % 1000));
 }
 
+void ctl_print_record(FILE *out, Tide__V1__JobRecord *rec)
+{
+    size_t n = rec->n_output_tail;
+    rec->n_output_tail = 0; /* left out of the line: ctl_print_tail prints it */
+    msg_print_text(out, &rec->base);
+    rec->n_output_tail = n;
+}
+
+void ctl_print_tail(FILE *out, const Tide__V1__JobRecord *rec)
+{
+    for (size_t i = 0; i < rec->n_output_tail; i++)
+        fprintf(out, "\n    | %s", rec->output_tail[i] ? rec->output_tail[i] : "");
+}
+
 void ctl_print_message(FILE *out, const char *topic, ProtobufCMessage *msg, bool json)
 {
     if (json) {
@@ -51,9 +65,26 @@ void ctl_print_message(FILE *out, const char *topic, ProtobufCMessage *msg, bool
     if (slot)
         *slot = NULL;
     fputc(' ', out);
-    msg_print_text(out, msg);
+    /* A finished job's record carries the playbook's last lines: on one line they would be an
+     * unreadable run of quoted strings, and for a job that succeeded they repeat the OUTPUT
+     * lines. So they are left out of the line, and a failed job's follow it, one line each. */
+    Tide__V1__JobEvent *ev =
+        msg->descriptor == &tide__v1__job_event__descriptor ? (Tide__V1__JobEvent *)msg : NULL;
+    Tide__V1__JobRecord *rec = ev ? ev->job : NULL;
+    if (rec) {
+        ev->job = NULL;
+        msg_print_text(out, msg);
+        ev->job = rec;
+        fputs(" job={", out);
+        ctl_print_record(out, rec);
+        fputc('}', out);
+    } else {
+        msg_print_text(out, msg);
+    }
     if (slot)
         *slot = h;
+    if (rec && rec->state == TIDE__V1__JOB_STATE__JOB_FAILED)
+        ctl_print_tail(out, rec);
 }
 
 static zsock_t *s_sub(const ctl_t *ctl, const char *endpoint, const char *const *topics,
