@@ -118,9 +118,14 @@ int jobs_validate(const tide_config_t *cfg, const Tide__V1__ExecRequest *req, ch
         snprintf(reason, len, "app.image '%.100s' is not a plain image reference", cfg->app.image);
         return -EINVAL;
     }
-    if (req->n_instances > (size_t)cfg->scaler.max) {
-        snprintf(reason, len, "%zu instances: more than scaler.max (%d)", req->n_instances,
-                 cfg->scaler.max);
+    /* Starting is bounded by scaler.max. Stopping is allowed for any number tide's naming can
+     * produce (the scaler tracks 0..1023): an instance left past a lowered scaler.max, or
+     * started by hand, must still be stoppable, or the scaler would retry its stop forever. */
+    bool stop = req->kind == TIDE__V1__JOB_KIND__JOB_SCALE_DOWN;
+    long limit = stop ? 1024 : cfg->scaler.max;
+    if (req->n_instances > (size_t)limit) {
+        snprintf(reason, len, "%zu instances: more than %s (%ld)", req->n_instances,
+                 stop ? "1024" : "scaler.max", limit);
         return -EINVAL;
     }
     for (size_t i = 0; i < req->n_instances; i++) {
@@ -132,9 +137,9 @@ int jobs_validate(const tide_config_t *cfg, const Tide__V1__ExecRequest *req, ch
                      cfg->app.name_prefix);
             return -EINVAL;
         }
-        if (n >= cfg->scaler.max) {
-            snprintf(reason, len, "instance '%s': %ld is out of range (scaler.max is %d)", name, n,
-                     cfg->scaler.max);
+        if (n >= limit || cfg->app.base_port + n > 65535) {
+            snprintf(reason, len, "instance '%s': %ld is out of range (%s is %ld)", name, n,
+                     stop ? "the most tide names" : "scaler.max", limit);
             return -EINVAL;
         }
         if (!in->host || strcmp(in->host, cfg->app.host) != 0) {

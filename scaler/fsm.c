@@ -47,6 +47,7 @@ struct _fsm_t {
     bool stopping[NAMES_MAX];
     bool suspect[NAMES_MAX];        /* failing requests: to be checked */
     uint64_t pool_since[NAMES_MAX]; /* when it (last) joined the pool */
+    uint64_t checked_ok_ms[NAMES_MAX]; /* when a health check last found it healthy */
     uint64_t last_check_ms;         /* the last list (reconcile or health check) ended */
     uint32_t current;
     uint64_t pool_version;
@@ -578,7 +579,9 @@ static void s_apply_list(fsm_t *self, const fsm_job_result_t *r, uint64_t now_ms
         if (self->stopping[i] && !running[i])
             self->stopping[i] = false; /* already gone */
         if (running[i] && !self->in_pool[i] && !self->stopping[i]) {
-            if (self->cfg.reconcile_adopt && healthy[i]) {
+            /* Past scaler.max (the config was lowered, or someone started it by hand) it is
+             * never adopted: the policy could not keep it, it would only be drained again. */
+            if (self->cfg.reconcile_adopt && healthy[i] && (uint32_t)i < self->cfg.policy.max) {
                 s_join(self, i, now_ms);
                 adopted++;
             } else {
@@ -614,12 +617,23 @@ static void s_apply_check(fsm_t *self, const fsm_job_result_t *r, uint64_t now_m
             healthy[x->index] = x->ok;
         }
     }
+    /* Under overload every instance may miss its health deadline; removing them all would turn
+     * slow answers into 503s for everyone. Unhealthy-but-running instances are only removed
+     * while at least one healthy one stays in the pool. */
+    uint32_t n_healthy = 0;
+    for (int i = 0; i < NAMES_MAX; i++)
+        if (self->in_pool[i] && running[i] && healthy[i])
+            n_healthy++;
     uint16_t gone[NAMES_MAX], sick[NAMES_MAX];
-    uint32_t n_gone = 0, n_sick = 0, adopted = 0, strays = 0;
+    uint32_t n_gone = 0, n_sick = 0, adopted = 0, strays = 0, kept_sick = 0;
     for (int i = 0; i < NAMES_MAX; i++) {
+        if (self->in_pool[i] && running[i] && healthy[i])
+            self->checked_ok_ms[i] = now_ms;
         if (self->in_pool[i] && !running[i]) {
             self->in_pool[i] = false;
             gone[n_gone++] = (uint16_t)i;
+        } else if (self->in_pool[i] && !healthy[i] && n_healthy == 0) {
+            kept_sick++;
         } else if (self->in_pool[i] && !healthy[i]) {
             self->in_pool[i] = false;
             self->stopping[i] = true;
@@ -627,7 +641,7 @@ static void s_apply_check(fsm_t *self, const fsm_job_result_t *r, uint64_t now_m
         } else if (self->stopping[i] && !running[i]) {
             self->stopping[i] = false; /* already gone */
         } else if (running[i] && !self->in_pool[i] && !self->stopping[i]) {
-            if (self->cfg.reconcile_adopt && healthy[i]) {
+            if (self->cfg.reconcile_adopt && healthy[i] && (uint32_t)i < self->cfg.policy.max) {
                 s_join(self, i, now_ms);
                 adopted++;
             } else {
@@ -647,9 +661,9 @@ static void s_apply_check(fsm_t *self, const fsm_job_result_t *r, uint64_t now_m
     char g[128], k[128];
     s_trans(self, s_stable_state(self), now_ms, acts,
             "health check: %u in pool; not running: %s; unhealthy, to stop: %s; %u adopted, %u "
-            "strays to stop",
+            "strays to stop; %u unhealthy kept (none healthy)",
             self->current, s_names(self, g, sizeof g, gone, n_gone),
-            s_names(self, k, sizeof k, sick, n_sick), adopted, strays);
+            s_names(self, k, sizeof k, sick, n_sick), adopted, strays, kept_sick);
 }
 
 static void s_check_failed(fsm_t *self, const char *why, uint64_t now_ms, fsm_actions_t *acts)
@@ -760,6 +774,11 @@ void fsm_note_errors(fsm_t *self, int index, double error_rate, uint64_t now_ms)
     if (!s_valid(index) || !self->in_pool[index] || error_rate < self->cfg.suspect_error_rate)
         return;
     if (now_ms < self->pool_since[index] + self->cfg.suspect_grace_ms)
+        return;
+    /* A health check that found it healthy answers for the errors of the panic window it
+     * looked at: without this an app failing requests while its health path says 200 would be
+     * checked again at every snapshot, a LIST job every few seconds for good. */
+    if (now_ms < self->checked_ok_ms[index] + self->cfg.suspect_grace_ms)
         return;
     self->suspect[index] = true;
 }

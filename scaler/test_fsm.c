@@ -349,6 +349,18 @@ static const list_case_t s_list_cases[] = {
      1,
      {0, -1},
      {1, -1}},
+    {"a healthy stray past scaler.max is stopped, not adopted",
+     true,
+     {0},
+     1,
+     {0},
+     0,
+     {0, 12},
+     {1, 1},
+     2,
+     1,
+     {0, -1},
+     {12, -1}},
     {"a stop-list entry that is gone is forgotten",
      true,
      {0},
@@ -1172,6 +1184,54 @@ static void test_check_stops_unhealthy_instance(void **state)
     fsm_destroy(&f);
 }
 
+/* Under overload every instance may fail its health path: none is removed while no healthy
+ * one would remain, since that would turn slow answers into 503s for everyone. */
+static void test_check_keeps_pool_when_none_healthy(void **state)
+{
+    (void)state;
+    uint64_t now;
+    fsm_t *f = s_up_checked(s_check_cfg(), 2, &now);
+    fsm_actions_t a;
+    fsm_note_errors(f, 0, 0.9, 7000);
+    fsm_note_errors(f, 1, 0.9, 7000);
+    fsm_on_snapshot(f, 200, 200, 60, 7000, &a);
+    assert_int_equal(fsm_job(f)->kind, K_LIST);
+    int running[] = {0, 1};
+    bool healthy[] = {false, false};
+    s_list_answer(f, running, healthy, 2, 7500, &a);
+    assert_true(fsm_in_pool(f, 0));
+    assert_true(fsm_in_pool(f, 1));
+    assert_int_equal(fsm_current(f), 2);
+    assert_true(s_reason_has(&a, "2 unhealthy kept"));
+    fsm_destroy(&f);
+}
+
+/* A check that found an instance healthy answers for its errors for a while: an app failing
+ * requests while its health path says 200 is not listed again at every snapshot. */
+static void test_check_ok_forgives_errors(void **state)
+{
+    (void)state;
+    uint64_t now;
+    fsm_t *f = s_up_checked(s_check_cfg(), 2, &now);
+    fsm_actions_t a;
+    fsm_note_errors(f, 1, 0.9, 7000);
+    fsm_on_snapshot(f, 200, 200, 60, 7000, &a);
+    int running[] = {0, 1};
+    bool healthy[] = {true, true};
+    s_list_answer(f, running, healthy, 2, 7500, &a);
+    assert_true(fsm_in_pool(f, 1));
+    /* past the check gap (3000 ms) but inside the grace (5000 ms) of the good check */
+    fsm_note_errors(f, 1, 0.9, 11000);
+    fsm_on_snapshot(f, 200, 200, 60, 11000, &a);
+    assert_false(a.send_job);
+    /* after the grace the errors count again */
+    fsm_note_errors(f, 1, 0.9, 13000);
+    fsm_on_snapshot(f, 200, 200, 60, 13000, &a);
+    assert_true(a.send_job);
+    assert_int_equal(fsm_job(f)->kind, K_LIST);
+    fsm_destroy(&f);
+}
+
 /* Checks wait for a stable moment and their gap; a failed one changes nothing but backs off. */
 static void test_check_gap_pause_and_failure(void **state)
 {
@@ -1280,6 +1340,8 @@ int main(void)
         cmocka_unit_test(test_bounds),
         cmocka_unit_test(test_persisted_settings_restored),
         cmocka_unit_test(test_check_replaces_dead_instance),
+        cmocka_unit_test(test_check_keeps_pool_when_none_healthy),
+        cmocka_unit_test(test_check_ok_forgives_errors),
         cmocka_unit_test(test_check_stops_unhealthy_instance),
         cmocka_unit_test(test_check_gap_pause_and_failure),
         cmocka_unit_test(test_check_periodic),
