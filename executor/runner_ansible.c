@@ -657,7 +657,13 @@ static void s_finish(run_t *run, const char *forced_error)
                     snprintf(inst.host, sizeof inst.host, "%s", placed[i]);
             } else if (misplaced) {
                 detail = "started, but its placement was not reported: may still run";
-            } else if (up && !forced_error && (!run->cleanup || cleaned)) {
+            } else if (up && !forced_error &&
+                       (run->cleanup ? cleaned
+                                     : WIFEXITED(run->status) && WEXITSTATUS(run->status) == 2)) {
+                /* Exit 2 is a task that failed, after the playbook's rescue stopped what the
+                 * job started. A signal (OOM killer, a manual kill) or an unreachable host
+                 * (exit 4) skips the rescue: those stay "may still run" so the scaler stops
+                 * them. */
                 running = false;
                 detail = "not started";
             }

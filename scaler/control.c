@@ -42,8 +42,13 @@ void control_status_fill(control_status_t *cs, fsm_t *fsm, const control_ctx_t *
                 tide__v1__pool_entry__init(&cs->entries[i]);
                 names_format(cs->text[i][0], sizeof cs->text[i][0], ctx->cfg->app.name_prefix,
                              rec->pool[i]);
-                snprintf(cs->text[i][1], sizeof cs->text[i][1], "%s:%d", ctx->cfg->app.host,
-                         ctx->cfg->app.base_port + rec->pool[i]);
+                /* The address Redis holds: on the docker driver the host was placed by the
+                 * executor and is not app.host. */
+                if (ctx->store)
+                    store_addr(ctx->store, rec->pool[i], cs->text[i][1], sizeof cs->text[i][1]);
+                else
+                    snprintf(cs->text[i][1], sizeof cs->text[i][1], "%s:%d", ctx->cfg->app.host,
+                             ctx->cfg->app.base_port + rec->pool[i]);
                 cs->entries[i].name = cs->text[i][0];
                 cs->entries[i].addr = cs->text[i][1];
                 cs->ptrs[i] = &cs->entries[i];

@@ -8,11 +8,14 @@
 #include <stdint.h>
 
 #include "fsm.h"
+#include "store.h"
 #include "tide_config.h"
 #include "tide_msg.h"
 
 typedef struct {
     const tide_config_t *cfg;
+    const store_t *store;   /* pool addresses as written to Redis (placement may differ from
+                               app.host); NULL: app.host:base_port+N */
     msg_sender_t *sender;
     int64_t wall_offset_ms; /* wall clock minus the fsm's clock, for the times in status */
     const char *not_ready;  /* when the fsm is not restored yet: why (sent as the error) */

@@ -409,6 +409,7 @@ static void s_on_control(scaler_t *self, uint64_t now_ms)
 {
     control_ctx_t ctx = {
         .cfg = self->cfg,
+        .store = self->store,
         .sender = &self->sender,
         .wall_offset_ms = s_wall_offset(),
         .not_ready = "starting: waiting for Redis",

@@ -227,7 +227,16 @@ int store_write(store_t *self, const fsm_record_t *rec, bool with_pool, uint64_t
 
     redisReply *ex = s_transaction(self, cmds, n);
     int rc = ex ? 0 : -EIO;
-    if (ex && version_at >= 0) {
+    /* EXEC answers each command on its own: a wrong-typed key fails one command inside an
+     * otherwise "successful" transaction, and that must not pass as written. */
+    for (size_t i = 0; ex && i < ex->elements; i++) {
+        if (ex->element[i]->type == REDIS_REPLY_ERROR) {
+            log_warn("redis write failed inside the transaction", "command=%zu err=\"%s\"", i,
+                     ex->element[i]->str);
+            rc = -EIO;
+        }
+    }
+    if (ex && rc == 0 && version_at >= 0) {
         redisReply *v = ex->element[version_at];
         if (v->type == REDIS_REPLY_INTEGER && v->integer >= 0)
             *version = (uint64_t)v->integer;

@@ -372,6 +372,26 @@ static void test_foreign_and_bad_values(void **state)
     redis_conn_destroy(&c);
 }
 
+/* A command failing inside EXEC (here: HSET on a key that is a string) fails the write. */
+static void test_error_inside_transaction(void **state)
+{
+    (void)state;
+    SKIP_WITHOUT_REDIS();
+    redis_conn_t *c = s_conn();
+    s_flush(c);
+    char ks[256];
+    redis_key(ks, sizeof ks, s_cfg.service, KEY_STATE);
+    const char *set_state[] = {"SET", ks, "not a hash"};
+    freeReplyObject(s_cmd(c, 3, set_state));
+    store_t *st = store_new(&s_cfg);
+    fsm_record_t *rec = calloc(1, sizeof *rec);
+    uint64_t version = 0;
+    assert_int_equal(store_write(st, rec, true, 1, &version), -EIO);
+    free(rec);
+    store_destroy(&st);
+    redis_conn_destroy(&c);
+}
+
 /* Addresses the executor reported go to the pool, and come back with it at the next start. */
 static void test_reported_addresses(void **state)
 {
@@ -447,6 +467,7 @@ int main(void)
         cmocka_unit_test(test_empty_load),
         cmocka_unit_test(test_write_and_read_back),
         cmocka_unit_test(test_foreign_and_bad_values),
+        cmocka_unit_test(test_error_inside_transaction),
         cmocka_unit_test(test_reported_addresses),
         cmocka_unit_test(test_redis_down_then_back),
     };
