@@ -1,27 +1,38 @@
-/* balancer.c - least outstanding requests with random tie-breaks (see balancer.h). */
+/* balancer.c - least outstanding requests between two random choices (see balancer.h). */
 #include "balancer.h"
 
-static int s_pick(const balancer_cand_t *c, size_t n, uint64_t rnd, bool allow_down)
+static bool s_ok(const balancer_cand_t *c, bool down)
 {
-    uint32_t best = UINT32_MAX;
-    size_t ties = 0;
-    int chosen = -1;
-    for (size_t i = 0; i < n; i++) {
-        if (c[i].excluded || (c[i].down && !allow_down))
-            continue;
-        if (c[i].in_flight < best) {
-            best = c[i].in_flight;
-            ties = 1;
-            chosen = (int)i;
-        } else if (c[i].in_flight == best) {
-            /* Reservoir sampling over the ties: each keeps probability 1/ties. */
-            ties++;
-            rnd = rnd * 6364136223846793005ULL + 1442695040888963407ULL;
-            if ((rnd >> 33) % ties == 0)
-                chosen = (int)i;
-        }
-    }
-    return chosen;
+    return !c->excluded && c->down == down;
+}
+
+/* The k-th (0-based) candidate that s_ok accepts. */
+static size_t s_nth(const balancer_cand_t *c, size_t n, bool down, size_t k)
+{
+    for (size_t i = 0; i < n; i++)
+        if (s_ok(&c[i], down) && k-- == 0)
+            return i;
+    return 0; /* not reached: k < the count */
+}
+
+static int s_pick(const balancer_cand_t *c, size_t n, uint64_t rnd, bool down)
+{
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        m += s_ok(&c[i], down);
+    if (m == 0)
+        return -1;
+    if (m == 1)
+        return (int)s_nth(c, n, down, 0);
+    /* Two distinct draws from one 64-bit number: a uniform over m, b uniform over the m-1
+     * others. The high bits of rnd are the better ones for xorshift64*. */
+    uint64_t hi = rnd >> 32, lo = rnd & 0xffffffffu;
+    size_t a = (size_t)(hi % m);
+    size_t b = (size_t)((a + 1 + lo % (m - 1)) % m);
+    size_t ia = m == n ? a : s_nth(c, n, down, a), ib = m == n ? b : s_nth(c, n, down, b);
+    if (c[ia].in_flight != c[ib].in_flight)
+        return (int)(c[ia].in_flight < c[ib].in_flight ? ia : ib);
+    return (int)((rnd >> 31) & 1 ? ia : ib);
 }
 
 int balancer_pick(const balancer_cand_t *cands, size_t n, uint64_t rnd)

@@ -1,16 +1,27 @@
-/* client.c - client connections: request parsing, forwarding, responses (see client.h).
+/* client.c - client connections: request parsing, forwarding, responses, tunnels (see
+ * client.h).
  *
  * One exchange (request + response) at a time per connection. The parser is paused at the end
  * of each request; bytes of the next pipelined request wait in `pending` until the response is
  * done, so responses leave in request order. Request bytes queue as chunks and are kept until
  * the first response byte (up to RETAIN_MAX), so a request can be replayed when a reused
- * keep-alive connection turns out closed, or when a connect fails. */
+ * keep-alive connection turns out closed, or when a connect fails.
+ *
+ * Memory: an idle connection holds no buffer. The header and URL buffers are borrowed from the
+ * worker while a request head is being parsed (and, for a chunked request, until its trailers
+ * are in), and the head-building scratch is the worker's, so 10,000 idle keep-alive clients
+ * cost their structs and nothing more.
+ *
+ * Timers: one per connection, its meaning picked by s_timer_update from the state: idle
+ * keep-alive, request head deadline (408), request body silence (408), a client not reading
+ * its response, a quiet tunnel, the linger after our last byte, the drain grace. */
 #include "client.h"
 
 #include <errno.h>
 #include <http_parser.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "buf.h"
 #include "headers.h"
@@ -20,15 +31,27 @@
 #include "worker.h"
 
 #define RETAIN_MAX     (64 * 1024) /* request bytes kept for a replay */
-#define DOWN_MS        1000        /* after a failed connect, prefer other instances this long */
 #define LINGER_MS      2000        /* after our last byte, read and drop the client's this long */
 #define PENDING_MAX    (64 * 1024) /* pipelined bytes read ahead while a response is pending */
 #define DRAIN_GRACE_MS 300         /* on shutdown, an idle connection may still bring a request */
 
+typedef enum {
+    TM_NONE,
+    TM_IDLE,   /* keep-alive: waiting for the first byte of a request */
+    TM_HEAD,   /* a request head has begun: it must be complete by the deadline (408) */
+    TM_BODY,   /* reading a request body: the client must not go silent (408) */
+    TM_SEND,   /* the client does not take the response: it must not stall for good */
+    TM_TUNNEL, /* a tunnel: some byte must pass either way */
+    TM_LINGER, /* our side is shut: drop what the client still sends, then close */
+    TM_GRACE,  /* draining: an idle connection may still bring one request */
+} tmode_t;
+
 typedef struct {
     bool active;
-    bool head, idempotent, keepalive, http10, req_done, trimmed;
+    bool head, idempotent, keepalive, http10, req_done, trimmed, upgrade;
+    bool expect_wait; /* Expect: 100-continue, no 100 and no body byte yet: the client waits */
     body_mode_t req_body;
+    uint64_t body_bytes;                /* request body bytes read (for max_body_size) */
     chunk_t *q_first, *q_last, *q_next; /* request bytes; [q_first, q_next) already sent */
     size_t q_bytes, unsent;
     instance_t *inst;      /* the instance of the current attempt */
@@ -50,16 +73,22 @@ struct client {
     stats_worker_t *st;
     uv_tcp_t tcp;
     uv_timer_t timer;
-    uv_shutdown_t shutdown_req;
+    uint64_t deadline; /* loop time the current timer mode is for (the timer is lazy) */
+    uv_shutdown_t *shutdown_req;
+    buf_t *scratch; /* the worker's: head building, never held across callbacks */
     int open_handles;
     http_parser parser;
-    char ip[64];
-    buf_t pending; /* unparsed bytes of pipelined requests */
+    char ip[48];
+    buf_t pending; /* unparsed bytes of pipelined requests (or of a tunnel, before it opens) */
     size_t pending_off;
-    buf_t url;
-    hdrs_t hdrs;
-    buf_t scratch; /* head building */
+    buf_t url;    /* borrowed from the worker while lent */
+    hdrs_t hdrs;  /* borrowed from the worker while lent */
+    bool lent;    /* url and hdrs are the worker's */
+    bool in_head; /* a request head has begun and is not complete */
     bool reading, paused, bp, eof, closing, handles_closing, lingering, drain, up_paused;
+    bool tunnel, overflow;
+    bool head_too_big; /* a head buffer hit max_header_size: the parse error means 431 */
+    tmode_t tmode;
     exchange_t x;
 };
 
@@ -82,10 +111,31 @@ static void s_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 static void s_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b);
 static void s_advance(client_t *c);
 static void s_up_error(void *owner, const upstream_failure_t *f);
+static void s_timer_update(client_t *c, bool progress);
 
 client_t *client_of(list_node_t *node)
 {
     return list_entry(node, client_t, node);
+}
+
+/* ---- borrowed buffers ---------------------------------------------------------------------- */
+
+static void s_borrow(client_t *c)
+{
+    if (!c->lent) {
+        worker_lend(c->w, &c->hdrs, &c->url);
+        c->lent = true;
+    }
+}
+
+/* Gives the header and URL buffers back once nothing in them is needed: no head is half
+ * parsed and no chunked request body (whose trailers would land in hdrs) is being read. */
+static void s_give_back(client_t *c)
+{
+    if (!c->lent || c->in_head || (c->x.active && c->x.req_body == BODY_CHUNKED && !c->x.req_done))
+        return;
+    worker_take_back(c->w, &c->hdrs, &c->url);
+    c->lent = false;
 }
 
 /* ---- closing ----------------------------------------------------------------------------- */
@@ -96,10 +146,12 @@ static void s_on_close(uv_handle_t *h)
     if (--c->open_handles > 0)
         return;
     buf_free(&c->pending);
-    buf_free(&c->url);
-    buf_free(&c->scratch);
-    hdrs_free(&c->hdrs);
-    worker_client_gone(c->w, &c->node);
+    if (c->lent) {
+        c->in_head = false;
+        worker_take_back(c->w, &c->hdrs, &c->url);
+    }
+    free(c->shutdown_req);
+    worker_client_gone(c->w, &c->node, c->overflow);
     free(c);
 }
 
@@ -154,11 +206,6 @@ void client_abort(client_t *self)
     s_close_handles(self);
 }
 
-static void s_on_linger_timer(uv_timer_t *t)
-{
-    s_close_handles(t->data);
-}
-
 static void s_on_shutdown(uv_shutdown_t *req, int status)
 {
     client_t *c = req->data;
@@ -175,7 +222,7 @@ static void s_on_shutdown(uv_shutdown_t *req, int status)
         return;
     }
     c->reading = true;
-    uv_timer_start(&c->timer, s_on_linger_timer, LINGER_MS, 0);
+    s_timer_update(c, false);
 }
 
 /* Close once everything written has left: the usual end of a connection. */
@@ -190,25 +237,135 @@ static void s_close_graceful(client_t *c)
         c->reading = false;
     }
     uv_timer_stop(&c->timer);
-    c->shutdown_req.data = c;
-    if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, s_on_shutdown) != 0)
+    c->tmode = TM_NONE;
+    c->shutdown_req = malloc(sizeof *c->shutdown_req);
+    if (!c->shutdown_req) {
+        s_close_handles(c);
+        return;
+    }
+    c->shutdown_req->data = c;
+    if (uv_shutdown(c->shutdown_req, (uv_stream_t *)&c->tcp, s_on_shutdown) != 0)
         s_close_handles(c);
 }
-
-static void s_on_idle_timer(uv_timer_t *t);
 
 void client_drain(client_t *self)
 {
     self->drain = true;
-    if (self->x.active || self->closing)
-        return; /* the response will say Connection: close, then the connection closes */
-    /* An idle keep-alive connection may have a request on the wire right now: closing at once
-     * would drop it unanswered. Give it a moment; a request arriving in it is answered with
-     * Connection: close. */
-    int grace = self->cfg->proxy.drain_timeout_ms < DRAIN_GRACE_MS
-                    ? self->cfg->proxy.drain_timeout_ms
-                    : DRAIN_GRACE_MS;
-    uv_timer_start(&self->timer, s_on_idle_timer, (uint64_t)grace, 0);
+    /* An exchange under way: its response says Connection: close, then the connection closes.
+     * An idle keep-alive connection may have a request on the wire right now: closing at once
+     * would drop it unanswered, so it gets a moment (TM_GRACE), and a request arriving in it
+     * is answered with Connection: close. */
+    if (!self->closing)
+        s_timer_update(self, false);
+}
+
+/* ---- the timer ----------------------------------------------------------------------------- */
+
+/* What the timer should watch now. */
+static tmode_t s_want_timer(const client_t *c)
+{
+    if (c->lingering)
+        return TM_LINGER;
+    if (c->closing)
+        return TM_NONE;
+    if (c->tunnel)
+        return TM_TUNNEL;
+    if (c->up_paused)
+        return TM_SEND;
+    if (c->x.active)
+        return !c->x.req_done && c->x.req_body != BODY_NONE && !c->bp && !c->x.expect_wait
+                   ? TM_BODY
+                   : TM_NONE;
+    if (c->in_head)
+        return TM_HEAD;
+    return c->drain ? TM_GRACE : TM_IDLE;
+}
+
+static void s_on_timer(uv_timer_t *t);
+
+/* Points the timer at what matters now; progress: something moved (restarts a silence
+ * timeout). The timer is lazy (as in upstream.c): a later deadline is only recorded, and
+ * s_on_timer re-arms for the rest, so the usual request (TM_IDLE -> TM_NONE -> TM_IDLE) does
+ * not touch the timer heap. */
+static void s_timer_update(client_t *c, bool progress)
+{
+    tmode_t m = s_want_timer(c);
+    if (m == c->tmode && !(progress && (m == TM_BODY || m == TM_SEND || m == TM_TUNNEL)))
+        return;
+    c->tmode = m;
+    const tide_config_t *cfg = c->cfg;
+    int ms = 0;
+    switch (m) {
+    case TM_NONE:
+        return; /* if the timer fires, it finds nothing to do */
+    case TM_IDLE:
+    case TM_SEND:
+    case TM_TUNNEL:
+        ms = cfg->proxy.idle_timeout_ms;
+        break;
+    case TM_HEAD:
+        ms = cfg->proxy.client_header_timeout_ms;
+        break;
+    case TM_BODY:
+        ms = cfg->proxy.client_body_timeout_ms;
+        break;
+    case TM_LINGER:
+        ms = LINGER_MS;
+        break;
+    case TM_GRACE:
+        ms = cfg->proxy.drain_timeout_ms < DRAIN_GRACE_MS ? cfg->proxy.drain_timeout_ms
+                                                          : DRAIN_GRACE_MS;
+        break;
+    }
+    c->deadline = uv_now(c->timer.loop) + (uint64_t)ms;
+    if (!uv_is_active((uv_handle_t *)&c->timer) || uv_timer_get_due_in(&c->timer) > (uint64_t)ms)
+        uv_timer_start(&c->timer, s_on_timer, (uint64_t)ms, 0);
+}
+
+static void s_local(client_t *c, int status);
+
+static void s_on_timer(uv_timer_t *t)
+{
+    client_t *c = t->data;
+    tmode_t m = c->tmode;
+    if (m == TM_NONE)
+        return;
+    uint64_t now = uv_now(t->loop);
+    if (now < c->deadline) {
+        uv_timer_start(t, s_on_timer, c->deadline - now, 0); /* moved since it was set */
+        return;
+    }
+    c->tmode = TM_NONE;
+    switch (m) {
+    case TM_IDLE:
+    case TM_GRACE:
+        if (!c->x.active && !c->in_head)
+            s_close_graceful(c);
+        break;
+    case TM_HEAD:
+        log_debug("request head timeout", "client=%s", c->ip);
+        s_local(c, 408); /* no exchange yet: the connection closes after it */
+        break;
+    case TM_BODY:
+        log_debug("request body timeout", "client=%s", c->ip);
+        if (c->x.resp_started) {
+            s_close_handles(c);
+            break;
+        }
+        /* The instance has part of the body: that exchange is lost. */
+        upstream_abort(&c->x.up);
+        s_attempt_end(c);
+        s_local(c, 408);
+        s_advance(c);
+        break;
+    case TM_SEND:
+    case TM_TUNNEL:
+    case TM_LINGER:
+        s_close_handles(c);
+        break;
+    case TM_NONE:
+        break;
+    }
 }
 
 /* ---- writing to the client ----------------------------------------------------------------- */
@@ -224,11 +381,14 @@ static void s_on_write(uv_write_t *req, int status)
             s_close_handles(c);
         return;
     }
+    if (c->closing)
+        return;
     if (c->up_paused && c->tcp.write_queue_size < PROXY_WQ_LOW) {
         c->up_paused = false;
         if (c->x.up)
             upstream_resume(c->x.up);
     }
+    s_timer_update(c, true);
 }
 
 /* Writes bufs to the client: at once when the socket takes them, else queued in one chunk.
@@ -286,6 +446,7 @@ static void s_write(client_t *c, uv_buf_t *bufs, unsigned n)
     if (c->tcp.write_queue_size > PROXY_WQ_HIGH && c->x.up && !c->up_paused) {
         c->up_paused = true; /* the client reads slower than the instance writes */
         upstream_pause(c->x.up);
+        s_timer_update(c, false);
     }
 }
 
@@ -305,6 +466,16 @@ static void s_count_status(client_t *c, int status, instance_t *inst)
         STAT_ADD(inst->stats->status[k], 1);
 }
 
+static void s_count_latency(client_t *c)
+{
+    exchange_t *x = &c->x;
+    instance_t *inst = x->inst ? x->inst : x->last_inst;
+    int b = hist_bucket(uv_hrtime() / 1000 - x->t0_us);
+    STAT_ADD(c->st->c.buckets[b], 1);
+    if (inst)
+        STAT_ADD(inst->stats->buckets[b], 1);
+}
+
 /* One of tide's own responses. Closes the connection after it unless the request was read
  * whole and the client keeps the connection. */
 static void s_local(client_t *c, int status)
@@ -312,14 +483,16 @@ static void s_local(client_t *c, int status)
     exchange_t *x = &c->x;
     /* A body not read yet is not read at all: tide does not read what it will not forward. */
     bool close = !x->active || !x->keepalive || x->http10 || c->drain || status == 400 ||
-                 status == 431 || status == 405 || (!x->req_done && x->req_body != BODY_NONE);
-    buf_reset(&c->scratch);
-    if (head_build_error(&c->scratch, status, close) != 0) {
+                 status == 408 || status == 413 || status == 431 || status == 405 ||
+                 status == 501 || (!x->req_done && x->req_body != BODY_NONE);
+    buf_t *s = c->scratch;
+    buf_reset(s);
+    if (head_build_error(s, status, close) != 0) {
         s_close_handles(c);
         return;
     }
     s_count_status(c, status, x->inst ? x->inst : x->last_inst);
-    s_write1(c, c->scratch.data, c->scratch.len);
+    s_write1(c, s->data, s->len);
     if (x->active) {
         x->status = status;
         x->resp_started = x->resp_done = true;
@@ -363,9 +536,13 @@ static void s_update_reading(client_t *c)
 {
     /* While a response is pending the connection keeps reading into `pending` (up to
      * PENDING_MAX), so a keep-alive connection does not stop and restart its read (two
-     * epoll_ctl calls) around every request. */
-    bool want = !c->closing && !c->eof && !c->bp &&
-                (!c->paused || c->pending.len - c->pending_off < PENDING_MAX);
+     * epoll_ctl calls) around every request. A tunnel reads unless the instance lags. */
+    bool want;
+    if (c->tunnel)
+        want = !c->closing && !c->eof && !c->bp;
+    else
+        want = !c->closing && !c->eof && !c->bp &&
+               (!c->paused || c->pending.len - c->pending_off < PENDING_MAX);
     if (want && !c->reading) {
         if (uv_read_start((uv_stream_t *)&c->tcp, s_alloc, s_on_read) == 0)
             c->reading = true;
@@ -420,21 +597,77 @@ static void s_up_connect(void *owner)
     client_t *c = owner;
     s_flush(c);
     s_update_reading(c);
+    s_timer_update(c, false);
+}
+
+/* The instance switched protocols: the 101 goes out, then bytes pass both ways untouched. */
+static void s_tunnel_open(client_t *c, const upstream_head_t *h)
+{
+    exchange_t *x = &c->x;
+    x->resp_started = true;
+    x->status = 101;
+    x->keepalive = false;
+    s_count_status(c, 101, x->inst);
+    s_count_latency(c);
+    s_trim(c);
+    resp_head_t r = {.status = 101,
+                     .reason = h->reason,
+                     .reason_len = h->reason_len,
+                     .frame = BODY_NONE,
+                     .upgrade = true};
+    buf_t *s = c->scratch;
+    buf_reset(s);
+    if (head_build_response(s, &r, h->hdrs) != 0) {
+        s_close_handles(c);
+        return;
+    }
+    s_write1(c, s->data, s->len);
+    if (c->closing)
+        return;
+    c->tunnel = true;
+    /* Bytes the client sent after its request, before the switch, belong to the tunnel. */
+    if (c->pending_off < c->pending.len) {
+        chunk_t *ch = chunk_copy(c->pending.data + c->pending_off, c->pending.len - c->pending_off);
+        if (!ch) {
+            s_close_handles(c);
+            return;
+        }
+        upstream_send(x->up, ch);
+        STAT_ADD(x->inst->stats->bytes_in, ch->len);
+        chunk_unref(&ch);
+    }
+    buf_free(&c->pending);
+    c->pending_off = 0;
+    c->paused = false;
+    if (c->eof)
+        upstream_shutdown(x->up); /* the client finished sending before the switch */
+    s_give_back(c);
+    s_update_reading(c);
+    s_timer_update(c, true);
 }
 
 static void s_up_head(void *owner, const upstream_head_t *h)
 {
     client_t *c = owner;
     exchange_t *x = &c->x;
+    if (h->upgrade) {
+        s_tunnel_open(c, h);
+        return;
+    }
     resp_head_t r = {.status = h->status, .reason = h->reason, .reason_len = h->reason_len};
-    buf_reset(&c->scratch);
+    buf_t *s = c->scratch;
+    buf_reset(s);
     if (h->status < 200) {
         /* Interim (100 Continue, 103 Early Hints): forward to HTTP/1.1 clients only. */
+        if (h->status == 100 && x->expect_wait) {
+            x->expect_wait = false; /* now the client sends its body: watch it */
+            s_timer_update(c, false);
+        }
         if (x->http10)
             return;
         r.frame = BODY_NONE;
-        if (head_build_response(&c->scratch, &r, h->hdrs) == 0)
-            s_write1(c, c->scratch.data, c->scratch.len);
+        if (head_build_response(s, &r, h->hdrs) == 0)
+            s_write1(c, s->data, s->len);
         return;
     }
     x->resp_started = true;
@@ -457,7 +690,7 @@ static void s_up_head(void *owner, const upstream_head_t *h)
     r.frame = x->resp_frame;
     r.close = !x->keepalive;
     r.keepalive_10 = x->http10 && x->keepalive;
-    if (head_build_response(&c->scratch, &r, h->hdrs) != 0) {
+    if (head_build_response(s, &r, h->hdrs) != 0) {
         s_close_handles(c);
         return;
     }
@@ -472,7 +705,7 @@ static void s_write_after_head(client_t *c, uv_buf_t *bufs, unsigned n)
     unsigned k = 0;
     if (c->x.head_pending) {
         c->x.head_pending = false;
-        all[k++] = uv_buf_init(c->scratch.data, (unsigned)c->scratch.len);
+        all[k++] = uv_buf_init(c->scratch->data, (unsigned)c->scratch->len);
     }
     for (unsigned i = 0; i < n && k < 4; i++)
         all[k++] = bufs[i];
@@ -500,14 +733,26 @@ static void s_up_flush(void *owner)
     s_write_after_head(owner, NULL, 0);
 }
 
-static void s_up_complete(void *owner)
+static void s_up_complete(void *owner, const hdrs_t *trailers, size_t first)
 {
     client_t *c = owner;
     exchange_t *x = &c->x;
     x->up = NULL;
     c->up_paused = false;
-    uv_buf_t end = uv_buf_init("0\r\n\r\n", 5);
-    s_write_after_head(c, &end, x->resp_frame == BODY_CHUNKED ? 1 : 0);
+    if (x->resp_frame == BODY_CHUNKED) {
+        /* The last chunk and the trailers, after the held-back head if it is still there. */
+        buf_t *s = c->scratch;
+        if (!x->head_pending)
+            buf_reset(s);
+        x->head_pending = false;
+        if (head_build_trailers(s, trailers, first) != 0) {
+            s_close_handles(c);
+            return;
+        }
+        s_write1(c, s->data, s->len);
+    } else {
+        s_write_after_head(c, NULL, 0);
+    }
     s_attempt_end(c);
     x->resp_done = true;
     if (!x->req_done)
@@ -518,8 +763,29 @@ static void s_up_complete(void *owner)
 static void s_up_drain(void *owner)
 {
     client_t *c = owner;
-    s_check_bp(c);
+    if (c->tunnel) {
+        if (c->bp && upstream_write_queue(c->x.up) < PROXY_WQ_LOW)
+            c->bp = false;
+    } else {
+        s_check_bp(c);
+    }
     s_update_reading(c);
+    s_timer_update(c, false);
+}
+
+static void s_up_tunnel_data(void *owner, const char *data, size_t len)
+{
+    client_t *c = owner;
+    s_write1(c, data, len);
+    if (!c->closing)
+        s_timer_update(c, true);
+}
+
+static void s_up_tunnel_end(void *owner)
+{
+    client_t *c = owner;
+    c->x.up = NULL;
+    s_close_graceful(c); /* what the instance sent still reaches the client */
 }
 
 static const upstream_cb_t s_up_cb = {
@@ -530,6 +796,8 @@ static const upstream_cb_t s_up_cb = {
     .on_error = s_up_error,
     .on_drain = s_up_drain,
     .on_flush = s_up_flush,
+    .on_tunnel_data = s_up_tunnel_data,
+    .on_tunnel_end = s_up_tunnel_end,
 };
 
 /* Sends the queued request to inst (allow_idle: on an idle keep-alive connection if any). */
@@ -545,7 +813,9 @@ static void s_attempt(client_t *c, instance_t *inst, bool allow_idle)
     }
     x->q_next = x->q_first; /* a replay sends everything again */
     x->unsent = x->q_bytes;
-    int rc = upstream_open(inst, allow_idle, x->head, c, &s_up_cb, &x->up);
+    unsigned flags = (allow_idle ? UP_OPEN_IDLE : 0) | (x->head ? UP_OPEN_HEAD : 0) |
+                     (x->upgrade ? UP_OPEN_UPGRADE : 0);
+    int rc = upstream_open(inst, flags, c, &s_up_cb, &x->up);
     if (rc < 0) {
         x->up = NULL;
         upstream_failure_t f = {.err = UP_ERR_CONNECT, .uv_status = rc};
@@ -577,7 +847,7 @@ static void s_up_error(void *owner, const upstream_failure_t *f)
     bool replayable = !x->trimmed;
     bool connect_failed = f->err == UP_ERR_CONNECT || f->err == UP_ERR_CONNECT_TIMEOUT;
     if (connect_failed && failed)
-        failed->down_until_ms = uv_now(worker_loop(c->w)) + DOWN_MS;
+        instance_connect_failed(failed); /* down until a probe finds it back */
     if (connect_failed && x->idempotent && replayable && x->connect_retries < 1) {
         /* Nothing reached the instance: another one may take it. */
         instance_t *next = worker_pick(c->w, failed);
@@ -622,27 +892,37 @@ static int s_on_message_begin(http_parser *p)
     client_t *c = p->data;
     hdrs_reset(&c->hdrs);
     buf_reset(&c->url);
+    c->in_head = true;
     return 0;
+}
+
+/* http-parser counts the head against max_header_size too, but may hand a piece to a
+ * callback before it counts it: either limit means 431. */
+static int s_head_rc(client_t *c, int rc)
+{
+    if (rc == -E2BIG)
+        c->head_too_big = true;
+    return rc ? -1 : 0;
 }
 
 static int s_on_url(http_parser *p, const char *at, size_t len)
 {
     client_t *c = p->data;
     if (c->url.len + len > (size_t)c->cfg->proxy.max_header_size)
-        return -1;
+        return s_head_rc(c, -E2BIG);
     return buf_append(&c->url, at, len) ? -1 : 0;
 }
 
 static int s_on_header_field(http_parser *p, const char *at, size_t len)
 {
     client_t *c = p->data;
-    return hdrs_on_field(&c->hdrs, at, len) ? -1 : 0;
+    return s_head_rc(c, hdrs_on_field(&c->hdrs, at, len));
 }
 
 static int s_on_header_value(http_parser *p, const char *at, size_t len)
 {
     client_t *c = p->data;
-    return hdrs_on_value(&c->hdrs, at, len) ? -1 : 0;
+    return s_head_rc(c, hdrs_on_value(&c->hdrs, at, len));
 }
 
 static bool s_idempotent(unsigned m)
@@ -651,23 +931,33 @@ static bool s_idempotent(unsigned m)
            m == HTTP_PUT || m == HTTP_DELETE;
 }
 
+/* Answers the request at once with status (the parser goes on over its body, dropping it,
+ * unless the connection closes). */
+static int s_refuse(client_t *c, int status)
+{
+    s_local(c, status);
+    return c->closing ? -1 : 0;
+}
+
 static int s_on_headers_complete(http_parser *p)
 {
     client_t *c = p->data;
     exchange_t *x = &c->x;
     if (c->closing || x->active)
         return -1;
+    c->in_head = false;
     memset(x, 0, sizeof *x);
     x->active = true;
     x->t0_us = uv_hrtime() / 1000;
     STAT_ADD(c->st->c.requests, 1);
     STAT_ADD(c->st->c.in_flight, 1);
-    uv_timer_stop(&c->timer);
     x->head = p->method == HTTP_HEAD;
     x->idempotent = s_idempotent(p->method);
     x->http10 = p->http_major == 0 || (p->http_major == 1 && p->http_minor == 0);
-    /* Upgrade is not tunnelled yet: the request goes on without it, then the connection
-     * closes so nothing after it is read as HTTP. */
+    /* An upgrade request (Connection: upgrade + Upgrade) goes on with both; a 101 turns the
+     * connection into a tunnel, any other answer ends it (the client may already be sending
+     * the new protocol, which must not be read as HTTP). */
+    x->upgrade = p->upgrade && p->method != HTTP_CONNECT;
     x->keepalive = http_should_keep_alive(p) && !p->upgrade && !c->drain;
     if (p->flags & F_CHUNKED)
         x->req_body = BODY_CHUNKED;
@@ -675,27 +965,36 @@ static int s_on_headers_complete(http_parser *p)
         x->req_body = BODY_LENGTH;
     else
         x->req_body = BODY_NONE;
-    if (p->method == HTTP_CONNECT) {
-        s_local(c, 405);
-        return c->closing ? -1 : 0;
+    if (p->method == HTTP_CONNECT)
+        return s_refuse(c, 405);
+    if (x->req_body == BODY_CHUNKED && !hdrs_te_chunked_only(&c->hdrs))
+        return s_refuse(c, 501); /* another coding would be lost in the re-framing */
+    int64_t max_body = c->cfg->proxy.max_body_size;
+    if (max_body > 0 && x->req_body == BODY_LENGTH && p->content_length > (uint64_t)max_body)
+        return s_refuse(c, 413);
+    if (x->req_body != BODY_NONE) {
+        size_t len;
+        const char *e = hdrs_get(&c->hdrs, "expect", &len);
+        x->expect_wait = e && len == 12 && strncasecmp(e, "100-continue", 12) == 0;
     }
     instance_t *inst = worker_pick(c->w, NULL);
-    if (!inst) {
-        s_local(c, 503);
-        return c->closing ? -1 : 0;
-    }
-    buf_reset(&c->scratch);
+    if (!inst)
+        return s_refuse(c, 503);
+    buf_t *s = c->scratch;
+    buf_reset(s);
     req_head_t r = {.method = http_method_str(p->method),
-                    .url = c->url.data ? c->url.data : "/",
-                    .url_len = c->url.data ? c->url.len : 1,
+                    .url = c->url.len ? c->url.data : "/",
+                    .url_len = c->url.len ? c->url.len : 1,
                     .body = x->req_body,
                     .client_ip = c->ip,
-                    .default_host = inst->addr};
-    if (head_build_request(&c->scratch, &r, &c->hdrs) != 0 ||
-        s_queue(c, chunk_copy(c->scratch.data, c->scratch.len)) != 0) {
+                    .default_host = inst->addr,
+                    .upgrade = x->upgrade};
+    if (head_build_request(s, &r, &c->hdrs) != 0 || s_queue(c, chunk_copy(s->data, s->len)) != 0) {
         s_close_handles(c);
         return -1;
     }
+    /* Trailer fields of a chunked body are collected from an empty list. */
+    hdrs_reset(&c->hdrs);
     s_attempt(c, inst, true);
     return c->closing ? -1 : 0;
 }
@@ -708,6 +1007,19 @@ static int s_on_body(http_parser *p, const char *at, size_t len)
         return -1;
     if (x->resp_done)
         return 0; /* answered already (the connection will close): drop the rest */
+    x->expect_wait = false;
+    x->body_bytes += len;
+    int64_t max_body = c->cfg->proxy.max_body_size;
+    if (max_body > 0 && x->body_bytes > (uint64_t)max_body) {
+        /* A chunked body past the limit: what the instance got of it is lost. */
+        if (x->resp_started) {
+            s_close_handles(c);
+            return -1;
+        }
+        upstream_abort(&x->up);
+        s_attempt_end(c);
+        return s_refuse(c, 413);
+    }
     chunk_t *ch;
     if (x->req_body == BODY_CHUNKED) {
         char line[24];
@@ -736,13 +1048,19 @@ static int s_on_message_complete(http_parser *p)
         return -1;
     x->req_done = true;
     if (!x->resp_done) {
-        if (x->req_body == BODY_CHUNKED && s_queue(c, chunk_copy("0\r\n\r\n", 5)) != 0) {
-            s_close_handles(c);
-            return -1;
+        if (x->req_body == BODY_CHUNKED) {
+            buf_t *s = c->scratch;
+            buf_reset(s);
+            if (head_build_trailers(s, &c->hdrs, 0) != 0 ||
+                s_queue(c, chunk_copy(s->data, s->len)) != 0) {
+                s_close_handles(c);
+                return -1;
+            }
         }
         s_flush(c);
     }
-    /* Hold the next pipelined request until this response is out. */
+    /* Hold the next pipelined request (or an upgrade's first tunnel bytes) until this
+     * response is out. */
     c->paused = true;
     http_parser_pause(p, 1);
     return 0;
@@ -761,17 +1079,19 @@ static const http_parser_settings s_settings = {
 static void s_parse_error(client_t *c, enum http_errno err)
 {
     log_debug("bad request", "client=%s err=%s", c->ip, http_errno_name(err));
+    c->in_head = false;
     if (c->x.active && c->x.resp_started) {
         s_close_handles(c);
         return;
     }
     s_exchange_drop(c);
-    s_local(c, err == HPE_HEADER_OVERFLOW ? 431 : 400);
+    s_local(c, err == HPE_HEADER_OVERFLOW || c->head_too_big ? 431 : 400);
 }
 
 /* Runs the parser over data; from_pending: data is c->pending past pending_off. */
 static void s_execute(client_t *c, const char *data, size_t len, bool from_pending)
 {
+    s_borrow(c);
     size_t n = http_parser_execute(&c->parser, &s_settings, data, len);
     if (c->closing)
         return;
@@ -781,7 +1101,9 @@ static void s_execute(client_t *c, const char *data, size_t len, bool from_pendi
             c->pending_off += n;
         } else if (n < len && buf_append(&c->pending, data + n, len - n) != 0) {
             s_close_handles(c);
+            return;
         }
+        s_give_back(c);
         return;
     }
     if (err != HPE_OK) {
@@ -790,17 +1112,13 @@ static void s_execute(client_t *c, const char *data, size_t len, bool from_pendi
     }
     if (from_pending)
         c->pending_off = c->pending.len;
+    s_give_back(c);
 }
 
 static void s_end_exchange(client_t *c)
 {
     exchange_t *x = &c->x;
-    instance_t *inst = x->inst ? x->inst : x->last_inst;
-    uint64_t us = uv_hrtime() / 1000 - x->t0_us;
-    int b = hist_bucket(us);
-    STAT_ADD(c->st->c.buckets[b], 1);
-    if (inst)
-        STAT_ADD(inst->stats->buckets[b], 1);
+    s_count_latency(c);
     bool keep = x->keepalive && !c->drain;
     upstream_abort(&x->up);
     s_attempt_end(c);
@@ -811,30 +1129,16 @@ static void s_end_exchange(client_t *c)
         s_close_graceful(c);
 }
 
-static void s_on_idle_timer(uv_timer_t *t)
-{
-    client_t *c = t->data;
-    if (!c->x.active)
-        s_close_graceful(c);
-}
-
-static void s_arm_idle(client_t *c)
-{
-    uv_timer_start(&c->timer, s_on_idle_timer, (uint64_t)c->cfg->proxy.idle_timeout_ms, 0);
-}
-
 /* Moves the connection on after any change: ends a finished exchange, then parses what is
  * pending, repeating while requests complete at once (tide's own answers). */
 static void s_advance(client_t *c)
 {
-    while (!c->closing) {
+    while (!c->closing && !c->tunnel) {
         exchange_t *x = &c->x;
         if (x->active) {
             if (!(x->resp_done && (x->req_done || !x->keepalive)))
                 break;
             s_end_exchange(c);
-            if (!c->closing)
-                s_arm_idle(c);
             continue;
         }
         if (c->paused) {
@@ -845,13 +1149,47 @@ static void s_advance(client_t *c)
             s_execute(c, c->pending.data + c->pending_off, c->pending.len - c->pending_off, true);
             continue;
         }
-        buf_reset(&c->pending);
+        /* Nothing left: an idle connection keeps no buffer. */
+        buf_free(&c->pending);
         c->pending_off = 0;
         if (c->eof)
             s_close_graceful(c); /* the client has said all it will: answered, now close */
         break;
     }
     s_update_reading(c);
+    s_timer_update(c, false);
+}
+
+/* Tunnel: the client's bytes go to the instance as they come. */
+static void s_tunnel_read(client_t *c, ssize_t nread, const uv_buf_t *b)
+{
+    exchange_t *x = &c->x;
+    if (nread < 0) {
+        if (nread != UV_EOF || !x->up) {
+            s_close_handles(c);
+            return;
+        }
+        /* The client is done sending: the instance hears it, and may still answer. */
+        c->eof = true;
+        upstream_shutdown(x->up);
+        s_update_reading(c);
+        return;
+    }
+    if (!x->up)
+        return;
+    STAT_ADD(c->st->c.bytes_in, (uint64_t)nread);
+    STAT_ADD(x->inst->stats->bytes_in, (uint64_t)nread);
+    chunk_t *ch = chunk_copy(b->base, (size_t)nread);
+    if (!ch) {
+        s_close_handles(c);
+        return;
+    }
+    upstream_send(x->up, ch);
+    chunk_unref(&ch);
+    if (upstream_write_queue(x->up) > PROXY_WQ_HIGH)
+        c->bp = true; /* the instance takes the bytes slower than the client sends them */
+    s_update_reading(c);
+    s_timer_update(c, true);
 }
 
 static void s_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
@@ -864,6 +1202,10 @@ static void s_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     }
     if (nread == 0 || c->closing)
         return;
+    if (c->tunnel) {
+        s_tunnel_read(c, nread, b);
+        return;
+    }
     if (nread < 0) {
         if (nread != UV_EOF || (c->x.active && !c->x.req_done)) {
             s_close_handles(c); /* reset, or gone in the middle of a request */
@@ -882,9 +1224,13 @@ static void s_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
             s_update_reading(c);
         return;
     }
+    bool body = c->x.active && !c->x.req_done;
     s_execute(c, b->base, (size_t)nread, false);
-    if (!c->closing)
-        s_advance(c);
+    if (c->closing)
+        return;
+    s_advance(c);
+    if (body && !c->closing)
+        s_timer_update(c, true); /* the body moved: its silence timeout starts over */
 }
 
 /* ---- accept -------------------------------------------------------------------------------- */
@@ -897,13 +1243,14 @@ int client_accept(worker_t *w, uv_stream_t *server, list_node_t *list, bool over
     c->w = w;
     c->cfg = worker_cfg(w);
     c->st = worker_stats(w);
+    c->scratch = worker_scratch(w);
+    c->overflow = over_limit;
     uv_tcp_init(worker_loop(w), &c->tcp);
     uv_timer_init(worker_loop(w), &c->timer);
     c->tcp.data = c->timer.data = c;
     c->open_handles = 2;
     list_init(&c->node);
     list_push(list, &c->node);
-    hdrs_init(&c->hdrs, (size_t)c->cfg->proxy.max_header_size);
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
     int rc = uv_accept(server, (uv_stream_t *)&c->tcp);
@@ -925,10 +1272,12 @@ int client_accept(worker_t *w, uv_stream_t *server, list_node_t *list, bool over
             uv_ip6_name((struct sockaddr_in6 *)&sa, c->ip, sizeof c->ip);
     }
     if (over_limit) {
+        /* Past proxy.max_connections: a 503 and the close, so the client knows at once
+         * rather than waiting in the listen backlog. */
         s_local(c, 503);
         return 0;
     }
-    s_arm_idle(c);
     s_update_reading(c);
+    s_timer_update(c, false);
     return 0;
 }

@@ -1,6 +1,8 @@
 /* client.h - one client connection: parses its requests with http-parser, forwards each to an
  * instance through upstream.c and streams the response back, one request at a time, so
- * pipelined requests are answered in order. Runs on its worker's loop only. */
+ * pipelined requests are answered in order; after a 101 it is a tunnel to the instance. It
+ * enforces the client-side limits (head and body size and time, idle time) and answers the
+ * proxy's own errors. Runs on its worker's loop only. */
 #ifndef PROXY_CLIENT_H
 #define PROXY_CLIENT_H
 

@@ -90,7 +90,7 @@ const char *hdrs_value(const hdrs_t *self, size_t i, size_t *len)
     return self->v[i].value_len ? self->buf.data + self->v[i].value_off : "";
 }
 
-static bool s_is(const char *name, size_t len, const char *want)
+static inline bool s_is(const char *name, size_t len, const char *want)
 {
     return strlen(want) == len && strncasecmp(name, want, len) == 0;
 }
@@ -154,10 +154,81 @@ bool hdrs_connection_lists(const hdrs_t *h, const char *name, size_t len)
     return false;
 }
 
-/* Headers tide drops from both heads: hop-by-hop ones and the ones it restates itself. */
-static bool s_dropped(const hdrs_t *h, const char *n, size_t nl)
+/* The headers the head builders treat specially, told apart by length first so that an
+ * ordinary header costs one switch and at most two compares. */
+typedef enum {
+    H_OTHER,
+    H_HOP, /* hop-by-hop: never forwarded */
+    H_CONNECTION,
+    H_UPGRADE,
+    H_CONTENT_LENGTH,
+    H_HOST,
+    H_XFF,
+    H_XFP,
+    H_XFH,
+    H_TRAILER, /* announces trailer fields: kept only where the body goes out chunked */
+} hkind_t;
+
+static hkind_t s_kind(const char *n, size_t len)
 {
-    return hdr_is_hop_by_hop(n, nl) || hdrs_connection_lists(h, n, nl);
+    switch (len) {
+    case 2:
+        return s_is(n, len, "te") ? H_HOP : H_OTHER;
+    case 4:
+        return s_is(n, len, "host") ? H_HOST : H_OTHER;
+    case 7:
+        if (s_is(n, len, "upgrade"))
+            return H_UPGRADE;
+        return s_is(n, len, "trailer") ? H_TRAILER : H_OTHER;
+    case 10:
+        if (s_is(n, len, "connection"))
+            return H_CONNECTION;
+        return s_is(n, len, "keep-alive") ? H_HOP : H_OTHER;
+    case 14:
+        return s_is(n, len, "content-length") ? H_CONTENT_LENGTH : H_OTHER;
+    case 15:
+        return s_is(n, len, "x-forwarded-for") ? H_XFF : H_OTHER;
+    case 16:
+        if (s_is(n, len, "x-forwarded-host"))
+            return H_XFH;
+        return s_is(n, len, "proxy-connection") ? H_HOP : H_OTHER;
+    case 17:
+        if (s_is(n, len, "x-forwarded-proto"))
+            return H_XFP;
+        return s_is(n, len, "transfer-encoding") ? H_HOP : H_OTHER;
+    case 18:
+        return s_is(n, len, "proxy-authenticate") ? H_HOP : H_OTHER;
+    case 19:
+        return s_is(n, len, "proxy-authorization") ? H_HOP : H_OTHER;
+    default:
+        return H_OTHER;
+    }
+}
+
+/* True when some Connection header of h names a header other than the usual close,
+ * keep-alive and upgrade tokens: only then must every header be checked against the list. */
+static bool s_connection_names_others(const hdrs_t *h)
+{
+    for (size_t i = 0; i < h->n; i++) {
+        size_t nl, vl;
+        const char *n = hdrs_name(h, i, &nl);
+        if (nl != 10 || !s_is(n, nl, "connection"))
+            continue;
+        const char *v = hdrs_value(h, i, &vl);
+        size_t k = 0;
+        while (k < vl) {
+            while (k < vl && (v[k] == ' ' || v[k] == '\t' || v[k] == ','))
+                k++;
+            size_t start = k;
+            while (k < vl && v[k] != ',' && v[k] != ' ' && v[k] != '\t')
+                k++;
+            size_t tl = k - start;
+            if (tl && !s_is(v + start, tl, "close") && !s_is(v + start, tl, "keep-alive") &&
+                !s_is(v + start, tl, "upgrade"))
+                return true;
+        }
+    }
+    return false;
 }
 
 static int s_header(buf_t *out, const char *n, size_t nl, const char *v, size_t vl)
@@ -175,34 +246,46 @@ int head_build_request(buf_t *out, const req_head_t *r, const hdrs_t *h)
     rc |= buf_append(out, " ", 1);
     rc |= buf_append(out, r->url, r->url_len);
     rc |= buf_puts(out, " HTTP/1.1\r\n");
-    bool have_host = false;
+    bool listed = s_connection_names_others(h);
+    bool have_host = false, have_xff = false;
     size_t host_len = 0;
     const char *host = NULL;
-    buf_t xff = {0};
     for (size_t i = 0; i < h->n && rc == 0; i++) {
         size_t nl, vl;
         const char *n = hdrs_name(h, i, &nl);
         const char *v = hdrs_value(h, i, &vl);
-        if (s_dropped(h, n, nl))
+        switch (s_kind(n, nl)) {
+        case H_HOP:
+        case H_CONNECTION:
+        case H_XFP: /* tide sets these two itself: a client must not be able to claim them */
+        case H_XFH:
             continue;
-        if (s_is(n, nl, "x-forwarded-for")) {
-            /* Several X-Forwarded-For headers are one list (RFC 7230 3.2.2): join them. */
-            if (xff.len)
-                rc |= buf_append(&xff, ", ", 2);
-            rc |= buf_append(&xff, v, vl);
+        case H_UPGRADE:
+            if (!r->upgrade)
+                continue;
+            break;
+        case H_XFF:
+            have_xff = true; /* joined below */
             continue;
-        }
-        /* tide sets these itself: a client must not be able to claim them. */
-        if (s_is(n, nl, "x-forwarded-proto") || s_is(n, nl, "x-forwarded-host"))
-            continue;
-        if (s_is(n, nl, "content-length") && r->body != BODY_LENGTH)
-            continue;
-        if (s_is(n, nl, "host")) {
+        case H_TRAILER:
+            if (r->body != BODY_CHUNKED)
+                continue;
+            break;
+        case H_CONTENT_LENGTH:
+            if (r->body != BODY_LENGTH)
+                continue;
+            break;
+        case H_HOST:
             if (have_host)
                 continue; /* http-parser lets a second Host through: send one */
             have_host = true;
             host = v;
             host_len = vl;
+            break;
+        case H_OTHER:
+            if (listed && hdrs_connection_lists(h, n, nl))
+                continue;
+            break;
         }
         rc |= s_header(out, n, nl, v, vl);
     }
@@ -211,41 +294,119 @@ int head_build_request(buf_t *out, const req_head_t *r, const hdrs_t *h)
         host_len = strlen(host);
         rc |= s_header(out, "Host", 4, host, host_len);
     }
-    if (xff.len)
-        rc |= buf_append(&xff, ", ", 2);
-    rc |= buf_puts(&xff, r->client_ip ? r->client_ip : "unknown");
-    rc |= s_header(out, "X-Forwarded-For", 15, xff.data, xff.len);
-    buf_free(&xff);
-    rc |= buf_puts(out, "X-Forwarded-Proto: http\r\n");
+    /* Several X-Forwarded-For headers are one list (RFC 7230 3.2.2): join them, then add the
+     * client. */
+    rc |= buf_puts(out, "X-Forwarded-For: ");
+    for (size_t i = 0; have_xff && i < h->n; i++) {
+        size_t nl, vl;
+        const char *n = hdrs_name(h, i, &nl);
+        if (nl != 15 || !s_is(n, nl, "x-forwarded-for"))
+            continue;
+        const char *v = hdrs_value(h, i, &vl);
+        rc |= buf_append(out, v, vl);
+        rc |= buf_append(out, ", ", 2);
+    }
+    rc |= buf_puts(out, r->client_ip ? r->client_ip : "unknown");
+    rc |= buf_puts(out, "\r\nX-Forwarded-Proto: http\r\n");
     if (host)
         rc |= s_header(out, "X-Forwarded-Host", 16, host, host_len);
     if (r->body == BODY_CHUNKED)
         rc |= buf_puts(out, "Transfer-Encoding: chunked\r\n");
+    if (r->upgrade)
+        rc |= buf_puts(out, "Connection: upgrade\r\n");
     rc |= buf_append(out, "\r\n", 2);
     return rc ? -ENOMEM : 0;
 }
 
+int head_build_trailers(buf_t *out, const hdrs_t *h, size_t first)
+{
+    int rc = buf_append(out, "0\r\n", 3);
+    bool listed = first < h->n && s_connection_names_others(h);
+    for (size_t i = first; i < h->n && rc == 0; i++) {
+        size_t nl, vl;
+        const char *n = hdrs_name(h, i, &nl);
+        const char *v = hdrs_value(h, i, &vl);
+        /* Framing, routing and connection fields are not allowed in a trailer (RFC 7230
+         * 4.1.2): dropped rather than passed on to confuse the next hop. */
+        if (s_kind(n, nl) != H_OTHER || (listed && hdrs_connection_lists(h, n, nl)))
+            continue;
+        rc |= s_header(out, n, nl, v, vl);
+    }
+    rc |= buf_append(out, "\r\n", 2);
+    return rc ? -ENOMEM : 0;
+}
+
+bool hdrs_te_chunked_only(const hdrs_t *h)
+{
+    for (size_t i = 0; i < h->n; i++) {
+        size_t nl, vl;
+        const char *n = hdrs_name(h, i, &nl);
+        if (nl != 17 || !s_is(n, nl, "transfer-encoding"))
+            continue;
+        const char *v = hdrs_value(h, i, &vl);
+        size_t k = 0;
+        while (k < vl) {
+            while (k < vl && (v[k] == ' ' || v[k] == '\t' || v[k] == ','))
+                k++;
+            size_t start = k;
+            while (k < vl && v[k] != ',' && v[k] != ' ' && v[k] != '\t')
+                k++;
+            if (k > start && !s_is(v + start, k - start, "chunked"))
+                return false;
+        }
+    }
+    return true;
+}
+
 int head_build_response(buf_t *out, const resp_head_t *r, const hdrs_t *h)
 {
-    int rc = buf_printf(out, "HTTP/1.1 %d ", r->status);
+    /* Three digits by hand: this runs for every response, printf is the slow way. */
+    char line[13] = "HTTP/1.1 000 ";
+    int st = r->status < 100 || r->status > 999 ? 500 : r->status;
+    line[9] = (char)('0' + st / 100);
+    line[10] = (char)('0' + st / 10 % 10);
+    line[11] = (char)('0' + st % 10);
+    int rc = buf_append(out, line, sizeof line);
     if (r->reason && r->reason_len)
         rc |= buf_append(out, r->reason, r->reason_len);
     else
         rc |= buf_puts(out, http_reason(r->status));
     rc |= buf_append(out, "\r\n", 2);
+    bool listed = h && s_connection_names_others(h);
     for (size_t i = 0; h && i < h->n && rc == 0; i++) {
         size_t nl, vl;
         const char *n = hdrs_name(h, i, &nl);
         const char *v = hdrs_value(h, i, &vl);
-        if (s_dropped(h, n, nl))
+        switch (s_kind(n, nl)) {
+        case H_HOP:
+        case H_CONNECTION:
             continue;
-        if (s_is(n, nl, "content-length") && (r->frame == BODY_CHUNKED || r->frame == BODY_EOF))
-            continue;
+        case H_UPGRADE:
+            if (!r->upgrade)
+                continue;
+            break;
+        case H_CONTENT_LENGTH:
+            if (r->frame == BODY_CHUNKED || r->frame == BODY_EOF)
+                continue;
+            break;
+        case H_TRAILER:
+            if (r->frame != BODY_CHUNKED)
+                continue;
+            break;
+        case H_OTHER:
+            if (listed && hdrs_connection_lists(h, n, nl))
+                continue;
+            break;
+        default:
+            break;
+        }
         rc |= s_header(out, n, nl, v, vl);
     }
     if (r->frame == BODY_CHUNKED)
         rc |= buf_puts(out, "Transfer-Encoding: chunked\r\n");
-    if (r->close)
+    if (r->upgrade)
+        rc |= buf_puts(out, "Connection: upgrade\r\n");
+    else if (r->close)
         rc |= buf_puts(out, "Connection: close\r\n");
     else if (r->keepalive_10)
         rc |= buf_puts(out, "Connection: keep-alive\r\n");
@@ -315,6 +476,15 @@ int head_build_error(buf_t *out, int status, bool close)
     case 405:
         body = "method not allowed\n";
         break;
+    case 408:
+        body = "request timeout: the request did not arrive in time\n";
+        break;
+    case 413:
+        body = "payload too large\n";
+        break;
+    case 501:
+        body = "not implemented: unsupported transfer coding\n";
+        break;
     case 431:
         body = "request header fields too large\n";
         break;
@@ -322,7 +492,7 @@ int head_build_error(buf_t *out, int status, bool close)
         body = "bad gateway: the instance failed\n";
         break;
     case 503:
-        body = "service unavailable: no instance in the pool\n";
+        body = "service unavailable\n";
         break;
     case 504:
         body = "gateway timeout: the instance did not answer in time\n";

@@ -42,9 +42,10 @@ const char *hdrs_value(const hdrs_t *self, size_t i, size_t *len);
 /* The value of the first header called name (case-insensitive), or NULL. */
 const char *hdrs_get(const hdrs_t *self, const char *name, size_t *len);
 
-/* True for the RFC 7230 hop-by-hop headers tide never forwards (Connection, Keep-Alive,
- * Proxy-Connection, TE, Trailer, Transfer-Encoding, Upgrade, Proxy-Authenticate,
- * Proxy-Authorization). */
+/* True for the hop-by-hop headers (Connection, Keep-Alive, Proxy-Connection, TE, Trailer,
+ * Transfer-Encoding, Upgrade, Proxy-Authenticate, Proxy-Authorization). The head builders
+ * never forward them, except Upgrade on an upgrade and Trailer with a body that goes out
+ * chunked (its trailer fields follow it). */
 bool hdr_is_hop_by_hop(const char *name, size_t len);
 
 /* True when name appears as a token in any Connection header of h (so it is hop-by-hop too). */
@@ -64,11 +65,21 @@ typedef struct {
     body_mode_t body;         /* how tide frames the body it forwards: NONE, LENGTH, CHUNKED */
     const char *client_ip;    /* appended to X-Forwarded-For */
     const char *default_host; /* Host to send when the client sent none (HTTP/1.0) */
+    bool upgrade;             /* an upgrade request: Upgrade kept, Connection: upgrade */
 } req_head_t;
 
 /* Writes the upstream request head (HTTP/1.1, keep-alive) for r with headers h into out.
  * Returns 0 or -ENOMEM. */
 int head_build_request(buf_t *out, const req_head_t *r, const hdrs_t *h);
+
+/* Writes the last chunk of a chunked body: "0\r\n", the trailer fields h holds from index
+ * first on (hop-by-hop ones and those that must not be trailers, such as Content-Length,
+ * dropped), and the final empty line. Returns 0 or -ENOMEM. */
+int head_build_trailers(buf_t *out, const hdrs_t *h, size_t first);
+
+/* True when every Transfer-Encoding header of h lists "chunked" and nothing else: the only
+ * coding tide re-frames (it would drop any other on the way). */
+bool hdrs_te_chunked_only(const hdrs_t *h);
 
 typedef struct {
     int status;
@@ -77,6 +88,7 @@ typedef struct {
     body_mode_t frame; /* how tide frames the body for the client */
     bool close;        /* Connection: close */
     bool keepalive_10; /* an HTTP/1.0 client kept alive: Connection: keep-alive */
+    bool upgrade;      /* a 101 switch: Upgrade kept, Connection: upgrade */
 } resp_head_t;
 
 /* Writes the client response head for r with the instance's headers h into out. With frame

@@ -198,8 +198,8 @@ static void test_response_length_keepalive_10(void **state)
 static void test_error(void **state)
 {
     (void)state;
-    int codes[] = {400, 502, 503, 504};
-    for (size_t i = 0; i < 4; i++) {
+    int codes[] = {400, 408, 413, 501, 502, 503, 504};
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
         buf_t out = {0};
         assert_int_equal(head_build_error(&out, codes[i], i % 2 == 0), 0);
         char *s = s_str(&out);
@@ -217,6 +217,116 @@ static void test_error(void **state)
     }
 }
 
+static void test_upgrade_heads(void **state)
+{
+    (void)state;
+    hdrs_t h;
+    hdrs_init(&h, 4096);
+    const char *const pairs[] = {
+        "Host",  "svc", "Connection", "Upgrade", "Upgrade", "websocket", "Sec-WebSocket-Key",
+        "abc==", NULL};
+    s_fill(&h, pairs);
+    buf_t out = {0};
+    req_head_t r = {.method = "GET",
+                    .url = "/ws",
+                    .url_len = 3,
+                    .body = BODY_NONE,
+                    .client_ip = "10.1.1.1",
+                    .upgrade = true};
+    assert_int_equal(head_build_request(&out, &r, &h), 0);
+    assert_string_equal(s_str(&out), "GET /ws HTTP/1.1\r\n"
+                                     "Host: svc\r\n"
+                                     "Upgrade: websocket\r\n"
+                                     "Sec-WebSocket-Key: abc==\r\n"
+                                     "X-Forwarded-For: 10.1.1.1\r\n"
+                                     "X-Forwarded-Proto: http\r\n"
+                                     "X-Forwarded-Host: svc\r\n"
+                                     "Connection: upgrade\r\n"
+                                     "\r\n");
+    /* Not an upgrade: the Upgrade header is hop-by-hop and goes. */
+    buf_reset(&out);
+    r.upgrade = false;
+    assert_int_equal(head_build_request(&out, &r, &h), 0);
+    assert_null(strstr(s_str(&out), "pgrade"));
+    hdrs_free(&h);
+
+    hdrs_init(&h, 4096);
+    const char *const resp[] = {
+        "Upgrade", "websocket", "Connection", "Upgrade", "Sec-WebSocket-Accept", "xyz=", NULL};
+    s_fill(&h, resp);
+    buf_reset(&out);
+    resp_head_t rr = {.status = 101, .frame = BODY_NONE, .upgrade = true, .close = true};
+    assert_int_equal(head_build_response(&out, &rr, &h), 0);
+    assert_string_equal(s_str(&out), "HTTP/1.1 101 Switching Protocols\r\n"
+                                     "Upgrade: websocket\r\n"
+                                     "Sec-WebSocket-Accept: xyz=\r\n"
+                                     "Connection: upgrade\r\n"
+                                     "\r\n");
+    buf_free(&out);
+    hdrs_free(&h);
+}
+
+static void test_trailers(void **state)
+{
+    (void)state;
+    hdrs_t h;
+    hdrs_init(&h, 4096);
+    /* Two head fields, then the trailer fields from index 2 on. */
+    const char *const pairs[] = {
+        "Content-Type",      "a/b",     "X-Head", "1", "X-Checksum", "77", "Content-Length", "9",
+        "Transfer-Encoding", "chunked", "X-More", "",  NULL};
+    s_fill(&h, pairs);
+    buf_t out = {0};
+    assert_int_equal(head_build_trailers(&out, &h, 2), 0);
+    assert_string_equal(s_str(&out), "0\r\nX-Checksum: 77\r\nX-More: \r\n\r\n");
+    /* None: just the last chunk. */
+    buf_reset(&out);
+    assert_int_equal(head_build_trailers(&out, &h, h.n), 0);
+    assert_string_equal(s_str(&out), "0\r\n\r\n");
+    buf_free(&out);
+    hdrs_free(&h);
+}
+
+static void test_te_chunked_only(void **state)
+{
+    (void)state;
+    struct {
+        const char *te;
+        bool ok;
+    } t[] = {{"chunked", true},        {"Chunked", true}, {" chunked ", true},
+             {"gzip, chunked", false}, {"gzip", false},   {"chunked, chunked", true}};
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        hdrs_t h;
+        hdrs_init(&h, 4096);
+        const char *const pairs[] = {"Host", "a", "Transfer-Encoding", t[i].te, NULL};
+        s_fill(&h, pairs);
+        assert_int_equal(hdrs_te_chunked_only(&h), t[i].ok);
+        hdrs_free(&h);
+    }
+    hdrs_t h;
+    hdrs_init(&h, 4096);
+    const char *const two[] = {"Transfer-Encoding", "gzip", "Transfer-Encoding", "chunked", NULL};
+    s_fill(&h, two);
+    assert_false(hdrs_te_chunked_only(&h));
+    hdrs_free(&h);
+}
+
+static void test_connection_listed(void **state)
+{
+    (void)state;
+    hdrs_t h;
+    hdrs_init(&h, 4096);
+    /* A response naming its own hop-by-hop header in Connection. */
+    const char *const pairs[] = {"Connection", "close, X-Hop", "X-Hop", "1", "X-Keep", "2", NULL};
+    s_fill(&h, pairs);
+    buf_t out = {0};
+    resp_head_t r = {.status = 200, .frame = BODY_LENGTH};
+    assert_int_equal(head_build_response(&out, &r, &h), 0);
+    assert_string_equal(s_str(&out), "HTTP/1.1 200 OK\r\nX-Keep: 2\r\n\r\n");
+    buf_free(&out);
+    hdrs_free(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -228,6 +338,10 @@ int main(void)
         cmocka_unit_test(test_response_head),
         cmocka_unit_test(test_response_length_keepalive_10),
         cmocka_unit_test(test_error),
+        cmocka_unit_test(test_upgrade_heads),
+        cmocka_unit_test(test_trailers),
+        cmocka_unit_test(test_te_chunked_only),
+        cmocka_unit_test(test_connection_listed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

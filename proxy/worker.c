@@ -14,6 +14,19 @@
 #include "tide_clock.h"
 #include "tide_log.h"
 
+#define SPARE_MAX      64          /* parsing buffers a worker keeps for its clients to borrow */
+#define SPARE_KEEP_MAX (32 * 1024) /* a larger one (a huge head went through) is freed */
+#define OVERFLOW_MAX   256         /* connections being told 503 at once; past it: closed */
+
+/* Client connections of every worker of the process, against proxy.max_connections: one
+ * atomic add when a connection opens and one when it closes, never per request. */
+static uint32_t s_clients_total;
+
+typedef struct {
+    hdrs_t hdrs;
+    buf_t url;
+} spare_t;
+
 struct worker {
     int index;
     const tide_config_t *cfg;
@@ -36,11 +49,30 @@ struct worker {
     balancer_cand_t *cands; /* scratch for worker_pick, same size as active */
     size_t n_active, cap_active;
     list_node_t clients;
-    uint32_t nclients, max_clients;
+    uint32_t nclients, noverflow, max_clients;
+    buf_t scratch;
+    spare_t spares[SPARE_MAX];
+    int nspares;
     bool draining, listening;
     int drained; /* atomic */
     uint64_t rng;
 };
+
+static void s_on_rejected_close(uv_handle_t *h)
+{
+    free(h);
+}
+
+/* Past the limit with too many 503s already under way: accept and close at once. */
+static void s_reject_now(worker_t *self, uv_stream_t *server)
+{
+    uv_tcp_t *t = malloc(sizeof *t);
+    if (!t)
+        return;
+    uv_tcp_init(&self->loop, t);
+    uv_accept(server, (uv_stream_t *)t);
+    uv_close((uv_handle_t *)t, s_on_rejected_close);
+}
 
 static void s_on_connection(uv_stream_t *server, int status)
 {
@@ -49,10 +81,24 @@ static void s_on_connection(uv_stream_t *server, int status)
         log_once_per_kind("accept", "accept failed", uv_strerror(status));
         return;
     }
-    bool over = self->nclients >= self->max_clients;
+    /* The listener keeps accepting: up to max_connections a connection is served, past it
+     * it is told 503 and closed, rather than left waiting in the backlog. */
+    bool over = __atomic_add_fetch(&s_clients_total, 1, __ATOMIC_RELAXED) > self->max_clients;
+    if (over) {
+        __atomic_sub_fetch(&s_clients_total, 1, __ATOMIC_RELAXED);
+        log_once_per_kind("max-connections", "client connection refused with 503",
+                          "proxy.max_connections reached");
+        if (self->noverflow >= OVERFLOW_MAX) {
+            s_reject_now(self, server);
+            return;
+        }
+    }
     if (client_accept(self, server, &self->clients, over) == 0) {
         self->nclients++;
+        self->noverflow += over;
         STAT_SET(self->st->connections, self->nclients);
+    } else if (!over) {
+        __atomic_sub_fetch(&s_clients_total, 1, __ATOMIC_RELAXED);
     }
 }
 
@@ -122,7 +168,7 @@ static void s_apply(worker_t *self, pool_t *pool)
         self->cap_active = pool->n;
     }
     for (instance_t *i = self->instances; i; i = i->next)
-        i->in_pool = false;
+        i->listed = false;
     size_t n = 0;
     for (size_t k = 0; k < pool->n; k++) {
         const pool_entry_t *e = &pool->entries[k];
@@ -137,14 +183,14 @@ static void s_apply(worker_t *self, pool_t *pool)
             inst->next = self->instances;
             self->instances = inst;
         }
-        inst->in_pool = true;
+        inst->listed = true;
         self->active[n++] = inst;
     }
     self->n_active = n;
     for (instance_t *i = self->instances; i; i = i->next) {
+        /* Leaving: in-flight requests finish, idle connections close, nothing new. */
+        instance_set_in_pool(i, i->listed);
         STAT_SET(i->stats->in_pool, i->in_pool ? 1 : 0);
-        if (!i->in_pool)
-            instance_close_idle(i); /* draining: in-flight requests finish, nothing new */
     }
     pool_unref(&self->pool);
     self->pool = pool_ref(pool);
@@ -197,10 +243,8 @@ static void s_on_async(uv_async_t *a)
             client_abort(client_of(n));
             n = next;
         }
-        for (instance_t *i = self->instances; i; i = i->next) {
-            i->in_pool = false;
-            instance_close_idle(i);
-        }
+        for (instance_t *i = self->instances; i; i = i->next)
+            instance_shutdown(i);
         uv_close((uv_handle_t *)&self->async, NULL);
     }
 }
@@ -230,10 +274,13 @@ worker_t *worker_new(int index, int nworkers, const tide_config_t *cfg, stats_t 
         .idle_timeout_ms = cfg->proxy.idle_timeout_ms < 4000 ? cfg->proxy.idle_timeout_ms : 4000,
         .idle_max = cfg->proxy.upstream_idle_per_instance,
         .max_header_size = (size_t)cfg->proxy.max_header_size,
+        .down_backoff_ms = cfg->proxy.down_backoff_ms,
+        .down_backoff_max_ms = cfg->proxy.down_backoff_max_ms < cfg->proxy.down_backoff_ms
+                                   ? cfg->proxy.down_backoff_ms
+                                   : cfg->proxy.down_backoff_max_ms,
     };
-    self->max_clients = (uint32_t)(cfg->proxy.max_connections / nworkers);
-    if (self->max_clients == 0)
-        self->max_clients = 1;
+    (void)nworkers; /* the limit is the process's: every worker counts against it */
+    self->max_clients = (uint32_t)cfg->proxy.max_connections;
     self->rng = 0x9E3779B97F4A7C15ULL ^ (clock_mono_us() << 8) ^ (uint64_t)index;
     list_init(&self->clients);
     pthread_mutex_init(&self->mu, NULL);
@@ -315,6 +362,12 @@ void worker_destroy(worker_t **self_p)
         log_warn("worker loop closed with open handles", "worker=%d", self->index);
     pool_unref(&self->pool);
     pool_unref(&self->posted_pool);
+    buf_free(&self->scratch);
+    while (self->nspares > 0) {
+        spare_t *sp = &self->spares[--self->nspares];
+        hdrs_free(&sp->hdrs);
+        buf_free(&sp->url);
+    }
     free(self->active);
     free(self->cands);
     pthread_mutex_destroy(&self->mu);
@@ -346,21 +399,62 @@ instance_t *worker_pick(worker_t *self, const instance_t *exclude)
 {
     if (self->n_active == 0)
         return NULL;
-    uint64_t now = uv_now(&self->loop);
     for (size_t i = 0; i < self->n_active; i++) {
         instance_t *inst = self->active[i];
-        self->cands[i] = (balancer_cand_t){.in_flight = inst->in_flight,
-                                           .excluded = inst == exclude,
-                                           .down = inst->down_until_ms > now};
+        self->cands[i] = (balancer_cand_t){
+            .in_flight = inst->in_flight, .excluded = inst == exclude, .down = inst->down};
     }
     int k = balancer_pick(self->cands, self->n_active, balancer_random(&self->rng));
     return k < 0 ? NULL : self->active[k];
 }
 
-void worker_client_gone(worker_t *self, list_node_t *node)
+void worker_client_gone(worker_t *self, list_node_t *node, bool overflow)
 {
     list_remove(node);
     self->nclients--;
+    if (overflow)
+        self->noverflow--;
+    else
+        __atomic_sub_fetch(&s_clients_total, 1, __ATOMIC_RELAXED);
     STAT_SET(self->st->connections, self->nclients);
     s_check_drained(self);
+}
+
+buf_t *worker_scratch(worker_t *self)
+{
+    return &self->scratch;
+}
+
+void worker_lend(worker_t *self, hdrs_t *hdrs, buf_t *url)
+{
+    if (self->nspares > 0) {
+        spare_t *sp = &self->spares[--self->nspares];
+        *hdrs = sp->hdrs;
+        *url = sp->url;
+        return;
+    }
+    hdrs_init(hdrs, (size_t)self->cfg->proxy.max_header_size);
+    *url = (buf_t){0};
+}
+
+void worker_take_back(worker_t *self, hdrs_t *hdrs, buf_t *url)
+{
+    if (self->nspares < SPARE_MAX && hdrs->buf.cap <= SPARE_KEEP_MAX &&
+        url->cap <= SPARE_KEEP_MAX) {
+        spare_t *sp = &self->spares[self->nspares++];
+        hdrs_reset(hdrs);
+        buf_reset(url);
+        sp->hdrs = *hdrs;
+        sp->url = *url;
+    } else {
+        hdrs_free(hdrs);
+        buf_free(url);
+    }
+    memset(hdrs, 0, sizeof *hdrs);
+    memset(url, 0, sizeof *url);
+}
+
+uint32_t worker_client_count(worker_t *self)
+{
+    return self->nclients;
 }

@@ -48,12 +48,25 @@ const tide_config_t *worker_cfg(worker_t *self);
 stats_worker_t *worker_stats(worker_t *self);
 bool worker_draining(worker_t *self);
 
-/* The instance for the next request: least outstanding requests, ties at random, never
- * exclude, and instances whose connect just failed only when nothing else is left. NULL when
- * the pool is empty (or holds only exclude). */
+/* The instance for the next request: the less loaded of two drawn at random (balancer.h),
+ * never exclude, and instances marked down only when nothing else is left. NULL when the pool
+ * is empty (or holds only exclude). */
 instance_t *worker_pick(worker_t *self, const instance_t *exclude);
 
-/* A client connection closed (its memory is being freed). */
-void worker_client_gone(worker_t *self, list_node_t *node);
+/* A client connection closed (its memory is being freed); overflow: it was one accepted past
+ * proxy.max_connections to be told 503. */
+void worker_client_gone(worker_t *self, list_node_t *node, bool overflow);
+
+/* The worker's head-building buffer: for use within one callback, never held across. */
+buf_t *worker_scratch(worker_t *self);
+
+/* Lends a header list and a URL buffer (empty, with memory kept from earlier use) to a client
+ * parsing a request head; take_back returns them (or frees them) and zeroes the client's. An
+ * idle connection so holds no parsing memory. */
+void worker_lend(worker_t *self, hdrs_t *hdrs, buf_t *url);
+void worker_take_back(worker_t *self, hdrs_t *hdrs, buf_t *url);
+
+/* Client connections open on this worker (its loop's thread; tests and the fuzzer). */
+uint32_t worker_client_count(worker_t *self);
 
 #endif
