@@ -642,9 +642,12 @@ Tide__V1__MetricsSnapshot *agg_snapshot(agg_t *self, uint64_t now_ms)
         im->rps_panic = s_rate(panic[AGG_REQ], icp);
         im->p50_ms = hist_quantile_ms(panic + AGG_LAT0, HIST_BUCKETS, 0.50);
         im->p99_ms = hist_quantile_ms(panic + AGG_LAT0, HIST_BUCKETS, 0.99);
-        im->error_rate = panic[AGG_REQ]
-                             ? (double)(panic[AGG_5XX] + panic[AGG_UPERR]) / (double)panic[AGG_REQ]
-                             : 0.0;
+        /* Failed attempts over attempts. A proxy that marked the instance down sends it no
+         * request, only probes, whose failures count as upstream errors: with no request in
+         * the window the errors alone make the rate (capped at 1). */
+        uint64_t bad = panic[AGG_5XX] + panic[AGG_UPERR];
+        uint64_t tries = panic[AGG_REQ] > panic[AGG_UPERR] ? panic[AGG_REQ] : panic[AGG_UPERR];
+        im->error_rate = tries ? (double)(bad > tries ? tries : bad) / (double)tries : 0.0;
         /* in flight to this instance: what every live proxy last said about it */
         for (size_t k = 0; k < self->n_senders; k++) {
             sender_t *s = self->senders[k];

@@ -137,6 +137,11 @@ static void s_probe_schedule(instance_t *self)
 
 static void s_probe_failed(instance_t *self, int status)
 {
+    /* A failed probe is a failed attempt to reach the instance: it counts as an upstream error
+     * so that its error rate stays visible while no request is sent to it. The scaler notices
+     * a dead instance through that rate (scaler/fsm.c: fsm_note_errors). */
+    if (self->stats)
+        STAT_ADD(self->stats->upstream_errors, 1);
     int next = self->backoff_ms * 2;
     self->backoff_ms =
         next > self->opts->down_backoff_max_ms ? self->opts->down_backoff_max_ms : next;
