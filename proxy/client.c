@@ -12,9 +12,10 @@
  * are in), and the head-building scratch is the worker's, so 10,000 idle keep-alive clients
  * cost their structs and nothing more.
  *
- * Timers: one per connection, its meaning picked by s_timer_update from the state: idle
- * keep-alive, request head deadline (408), request body silence (408), a client not reading
- * its response, a quiet tunnel, the linger after our last byte, the drain grace. */
+ * Timeouts: one entry per connection in the worker's timeouts (timeouts.h: no timer handle per
+ * connection), its meaning picked by s_timer_update from the state: idle keep-alive, request
+ * head deadline (408), request body silence (408), a client not reading its response, a quiet
+ * tunnel, the linger after our last byte, the drain grace. */
 #include "client.h"
 
 #include <errno.h>
@@ -27,6 +28,7 @@
 #include "headers.h"
 #include "tide_hist.h"
 #include "tide_log.h"
+#include "timeouts.h"
 #include "upstream.h"
 #include "worker.h"
 
@@ -72,19 +74,15 @@ struct client {
     const tide_config_t *cfg;
     stats_worker_t *st;
     uv_tcp_t tcp;
-    uv_timer_t timer;
-    uint64_t deadline; /* loop time the current timer mode is for (the timer is lazy) */
+    timeout_t to; /* in the worker's timeouts while tmode is not TM_NONE */
     uv_shutdown_t *shutdown_req;
     buf_t *scratch; /* the worker's: head building, never held across callbacks */
-    int open_handles;
     http_parser parser;
     char ip[48];
     buf_t pending; /* unparsed bytes of pipelined requests (or of a tunnel, before it opens) */
     size_t pending_off;
-    buf_t url;    /* borrowed from the worker while lent */
-    hdrs_t hdrs;  /* borrowed from the worker while lent */
-    bool lent;    /* url and hdrs are the worker's */
-    bool in_head; /* a request head has begun and is not complete */
+    parse_bufs_t *pb; /* the URL and header buffers, borrowed from the worker; NULL: none */
+    bool in_head;     /* a request head has begun and is not complete */
     bool reading, paused, bp, eof, closing, handles_closing, lingering, drain, up_paused;
     bool tunnel, overflow;
     bool head_too_big; /* a head buffer hit max_header_size: the parse error means 431 */
@@ -120,22 +118,21 @@ client_t *client_of(list_node_t *node)
 
 /* ---- borrowed buffers ---------------------------------------------------------------------- */
 
-static void s_borrow(client_t *c)
+/* False on OOM. */
+static bool s_borrow(client_t *c)
 {
-    if (!c->lent) {
-        worker_lend(c->w, &c->hdrs, &c->url);
-        c->lent = true;
-    }
+    if (!c->pb)
+        c->pb = worker_lend(c->w);
+    return c->pb != NULL;
 }
 
 /* Gives the header and URL buffers back once nothing in them is needed: no head is half
  * parsed and no chunked request body (whose trailers would land in hdrs) is being read. */
 static void s_give_back(client_t *c)
 {
-    if (!c->lent || c->in_head || (c->x.active && c->x.req_body == BODY_CHUNKED && !c->x.req_done))
+    if (!c->pb || c->in_head || (c->x.active && c->x.req_body == BODY_CHUNKED && !c->x.req_done))
         return;
-    worker_take_back(c->w, &c->hdrs, &c->url);
-    c->lent = false;
+    worker_take_back(c->w, &c->pb);
 }
 
 /* ---- closing ----------------------------------------------------------------------------- */
@@ -143,13 +140,10 @@ static void s_give_back(client_t *c)
 static void s_on_close(uv_handle_t *h)
 {
     client_t *c = h->data;
-    if (--c->open_handles > 0)
-        return;
+    timeout_cancel(&c->to);
     buf_free(&c->pending);
-    if (c->lent) {
-        c->in_head = false;
-        worker_take_back(c->w, &c->hdrs, &c->url);
-    }
+    c->in_head = false;
+    worker_take_back(c->w, &c->pb);
     free(c->shutdown_req);
     worker_client_gone(c->w, &c->node, c->overflow);
     free(c);
@@ -197,8 +191,9 @@ static void s_close_handles(client_t *c)
     if (c->handles_closing)
         return;
     c->handles_closing = true;
+    timeout_cancel(&c->to);
+    c->tmode = TM_NONE;
     uv_close((uv_handle_t *)&c->tcp, s_on_close);
-    uv_close((uv_handle_t *)&c->timer, s_on_close);
 }
 
 void client_abort(client_t *self)
@@ -236,7 +231,7 @@ static void s_close_graceful(client_t *c)
         uv_read_stop((uv_stream_t *)&c->tcp);
         c->reading = false;
     }
-    uv_timer_stop(&c->timer);
+    timeout_cancel(&c->to);
     c->tmode = TM_NONE;
     c->shutdown_req = malloc(sizeof *c->shutdown_req);
     if (!c->shutdown_req) {
@@ -281,60 +276,66 @@ static tmode_t s_want_timer(const client_t *c)
     return c->drain ? TM_GRACE : TM_IDLE;
 }
 
-static void s_on_timer(uv_timer_t *t);
+/* The worker's timeout classes (client_timeouts_init gives their lengths). */
+enum { TC_IDLE, TC_HEAD, TC_BODY, TC_LINGER, TC_GRACE, TC_COUNT };
 
-/* Points the timer at what matters now; progress: something moved (restarts a silence
- * timeout). The timer is lazy (as in upstream.c): a later deadline is only recorded, and
- * s_on_timer re-arms for the rest, so the usual request (TM_IDLE -> TM_NONE -> TM_IDLE) does
- * not touch the timer heap. */
+static void s_on_timeout(timeouts_t *tos, timeout_t *t);
+
+void client_timeouts_init(timeouts_t *tos, uv_loop_t *loop, const tide_config_t *cfg)
+{
+    int drain_ms = cfg->proxy.drain_timeout_ms;
+    uint64_t len[TC_COUNT] = {
+        [TC_IDLE] = (uint64_t)cfg->proxy.idle_timeout_ms,
+        [TC_HEAD] = (uint64_t)cfg->proxy.client_header_timeout_ms,
+        [TC_BODY] = (uint64_t)cfg->proxy.client_body_timeout_ms,
+        [TC_LINGER] = LINGER_MS,
+        [TC_GRACE] = (uint64_t)(drain_ms < DRAIN_GRACE_MS ? drain_ms : DRAIN_GRACE_MS),
+    };
+    timeouts_init(tos, loop, len, TC_COUNT, s_on_timeout);
+}
+
+/* Points the connection's timeout at what matters now; progress: something moved (restarts a
+ * silence timeout). The usual request (TM_IDLE -> TM_NONE -> TM_IDLE) costs two list
+ * updates and no timer operation. */
 static void s_timer_update(client_t *c, bool progress)
 {
     tmode_t m = s_want_timer(c);
     if (m == c->tmode && !(progress && (m == TM_BODY || m == TM_SEND || m == TM_TUNNEL)))
         return;
     c->tmode = m;
-    const tide_config_t *cfg = c->cfg;
-    int ms = 0;
+    int cls = TC_IDLE;
     switch (m) {
     case TM_NONE:
-        return; /* if the timer fires, it finds nothing to do */
+        timeout_cancel(&c->to);
+        return;
     case TM_IDLE:
     case TM_SEND:
     case TM_TUNNEL:
-        ms = cfg->proxy.idle_timeout_ms;
+        cls = TC_IDLE;
         break;
     case TM_HEAD:
-        ms = cfg->proxy.client_header_timeout_ms;
+        cls = TC_HEAD;
         break;
     case TM_BODY:
-        ms = cfg->proxy.client_body_timeout_ms;
+        cls = TC_BODY;
         break;
     case TM_LINGER:
-        ms = LINGER_MS;
+        cls = TC_LINGER;
         break;
     case TM_GRACE:
-        ms = cfg->proxy.drain_timeout_ms < DRAIN_GRACE_MS ? cfg->proxy.drain_timeout_ms
-                                                          : DRAIN_GRACE_MS;
+        cls = TC_GRACE;
         break;
     }
-    c->deadline = uv_now(c->timer.loop) + (uint64_t)ms;
-    if (!uv_is_active((uv_handle_t *)&c->timer) || uv_timer_get_due_in(&c->timer) > (uint64_t)ms)
-        uv_timer_start(&c->timer, s_on_timer, (uint64_t)ms, 0);
+    timeouts_set(worker_timeouts(c->w), &c->to, cls);
 }
 
 static void s_local(client_t *c, int status);
 
-static void s_on_timer(uv_timer_t *t)
+static void s_on_timeout(timeouts_t *tos, timeout_t *t)
 {
-    client_t *c = t->data;
+    (void)tos;
+    client_t *c = list_entry(t, client_t, to);
     tmode_t m = c->tmode;
-    if (m == TM_NONE)
-        return;
-    uint64_t now = uv_now(t->loop);
-    if (now < c->deadline) {
-        uv_timer_start(t, s_on_timer, c->deadline - now, 0); /* moved since it was set */
-        return;
-    }
     c->tmode = TM_NONE;
     switch (m) {
     case TM_IDLE:
@@ -890,8 +891,8 @@ static void s_up_error(void *owner, const upstream_failure_t *f)
 static int s_on_message_begin(http_parser *p)
 {
     client_t *c = p->data;
-    hdrs_reset(&c->hdrs);
-    buf_reset(&c->url);
+    hdrs_reset(&c->pb->hdrs);
+    buf_reset(&c->pb->url);
     c->in_head = true;
     return 0;
 }
@@ -908,21 +909,21 @@ static int s_head_rc(client_t *c, int rc)
 static int s_on_url(http_parser *p, const char *at, size_t len)
 {
     client_t *c = p->data;
-    if (c->url.len + len > (size_t)c->cfg->proxy.max_header_size)
+    if (c->pb->url.len + len > (size_t)c->cfg->proxy.max_header_size)
         return s_head_rc(c, -E2BIG);
-    return buf_append(&c->url, at, len) ? -1 : 0;
+    return buf_append(&c->pb->url, at, len) ? -1 : 0;
 }
 
 static int s_on_header_field(http_parser *p, const char *at, size_t len)
 {
     client_t *c = p->data;
-    return s_head_rc(c, hdrs_on_field(&c->hdrs, at, len));
+    return s_head_rc(c, hdrs_on_field(&c->pb->hdrs, at, len));
 }
 
 static int s_on_header_value(http_parser *p, const char *at, size_t len)
 {
     client_t *c = p->data;
-    return s_head_rc(c, hdrs_on_value(&c->hdrs, at, len));
+    return s_head_rc(c, hdrs_on_value(&c->pb->hdrs, at, len));
 }
 
 static bool s_idempotent(unsigned m)
@@ -967,14 +968,14 @@ static int s_on_headers_complete(http_parser *p)
         x->req_body = BODY_NONE;
     if (p->method == HTTP_CONNECT)
         return s_refuse(c, 405);
-    if (x->req_body == BODY_CHUNKED && !hdrs_te_chunked_only(&c->hdrs))
+    if (x->req_body == BODY_CHUNKED && !hdrs_te_chunked_only(&c->pb->hdrs))
         return s_refuse(c, 501); /* another coding would be lost in the re-framing */
     int64_t max_body = c->cfg->proxy.max_body_size;
     if (max_body > 0 && x->req_body == BODY_LENGTH && p->content_length > (uint64_t)max_body)
         return s_refuse(c, 413);
     if (x->req_body != BODY_NONE) {
         size_t len;
-        const char *e = hdrs_get(&c->hdrs, "expect", &len);
+        const char *e = hdrs_get(&c->pb->hdrs, "expect", &len);
         x->expect_wait = e && len == 12 && strncasecmp(e, "100-continue", 12) == 0;
     }
     instance_t *inst = worker_pick(c->w, NULL);
@@ -983,18 +984,19 @@ static int s_on_headers_complete(http_parser *p)
     buf_t *s = c->scratch;
     buf_reset(s);
     req_head_t r = {.method = http_method_str(p->method),
-                    .url = c->url.len ? c->url.data : "/",
-                    .url_len = c->url.len ? c->url.len : 1,
+                    .url = c->pb->url.len ? c->pb->url.data : "/",
+                    .url_len = c->pb->url.len ? c->pb->url.len : 1,
                     .body = x->req_body,
                     .client_ip = c->ip,
                     .default_host = inst->addr,
                     .upgrade = x->upgrade};
-    if (head_build_request(s, &r, &c->hdrs) != 0 || s_queue(c, chunk_copy(s->data, s->len)) != 0) {
+    if (head_build_request(s, &r, &c->pb->hdrs) != 0 ||
+        s_queue(c, chunk_copy(s->data, s->len)) != 0) {
         s_close_handles(c);
         return -1;
     }
     /* Trailer fields of a chunked body are collected from an empty list. */
-    hdrs_reset(&c->hdrs);
+    hdrs_reset(&c->pb->hdrs);
     s_attempt(c, inst, true);
     return c->closing ? -1 : 0;
 }
@@ -1051,7 +1053,7 @@ static int s_on_message_complete(http_parser *p)
         if (x->req_body == BODY_CHUNKED) {
             buf_t *s = c->scratch;
             buf_reset(s);
-            if (head_build_trailers(s, &c->hdrs, 0) != 0 ||
+            if (head_build_trailers(s, &c->pb->hdrs, 0) != 0 ||
                 s_queue(c, chunk_copy(s->data, s->len)) != 0) {
                 s_close_handles(c);
                 return -1;
@@ -1091,7 +1093,10 @@ static void s_parse_error(client_t *c, enum http_errno err)
 /* Runs the parser over data; from_pending: data is c->pending past pending_off. */
 static void s_execute(client_t *c, const char *data, size_t len, bool from_pending)
 {
-    s_borrow(c);
+    if (!s_borrow(c)) {
+        s_close_handles(c);
+        return;
+    }
     size_t n = http_parser_execute(&c->parser, &s_settings, data, len);
     if (c->closing)
         return;
@@ -1246,9 +1251,8 @@ int client_accept(worker_t *w, uv_stream_t *server, list_node_t *list, bool over
     c->scratch = worker_scratch(w);
     c->overflow = over_limit;
     uv_tcp_init(worker_loop(w), &c->tcp);
-    uv_timer_init(worker_loop(w), &c->timer);
-    c->tcp.data = c->timer.data = c;
-    c->open_handles = 2;
+    c->tcp.data = c;
+    timeout_init(&c->to);
     list_init(&c->node);
     list_push(list, &c->node);
     http_parser_init(&c->parser, HTTP_REQUEST);
@@ -1258,7 +1262,6 @@ int client_accept(worker_t *w, uv_stream_t *server, list_node_t *list, bool over
         c->handles_closing = true;
         c->closing = true;
         uv_close((uv_handle_t *)&c->tcp, s_on_close);
-        uv_close((uv_handle_t *)&c->timer, s_on_close);
         return 0; /* linked: s_on_close unlinks and counts it gone */
     }
     uv_tcp_nodelay(&c->tcp, 1);

@@ -10,9 +10,14 @@
 #include <uv.h>
 
 #include "list.h"
+#include "tide_config.h"
+#include "timeouts.h"
 
 typedef struct client client_t;
 typedef struct worker worker_t;
+
+/* Sets up a worker's timeouts with the client timeout lengths of cfg (the worker's loop). */
+void client_timeouts_init(timeouts_t *tos, uv_loop_t *loop, const tide_config_t *cfg);
 
 /* Accepts one connection from server into a new client linked into list (the worker's). With
  * over_limit the client gets a 503 and is closed. Returns 0 or a negative errno (nothing was

@@ -22,11 +22,6 @@
  * atomic add when a connection opens and one when it closes, never per request. */
 static uint32_t s_clients_total;
 
-typedef struct {
-    hdrs_t hdrs;
-    buf_t url;
-} spare_t;
-
 struct worker {
     int index;
     const tide_config_t *cfg;
@@ -36,6 +31,7 @@ struct worker {
     uv_loop_t loop;
     uv_tcp_t listener;
     uv_async_t async;
+    timeouts_t timeouts; /* the clients' */
     uv_thread_t thread;
     bool started;
 
@@ -51,7 +47,7 @@ struct worker {
     list_node_t clients;
     uint32_t nclients, noverflow, max_clients;
     buf_t scratch;
-    spare_t spares[SPARE_MAX];
+    parse_bufs_t *spares[SPARE_MAX];
     int nspares;
     bool draining, listening;
     int drained; /* atomic */
@@ -245,6 +241,7 @@ static void s_on_async(uv_async_t *a)
         }
         for (instance_t *i = self->instances; i; i = i->next)
             instance_shutdown(i);
+        timeouts_close(&self->timeouts, NULL); /* every client is closing: none is set */
         uv_close((uv_handle_t *)&self->async, NULL);
     }
 }
@@ -293,10 +290,12 @@ worker_t *worker_new(int index, int nworkers, const tide_config_t *cfg, stats_t 
     }
     uv_async_init(&self->loop, &self->async, s_on_async);
     self->async.data = self;
+    client_timeouts_init(&self->timeouts, &self->loop, cfg);
     rc = s_listen(self);
     if (rc != 0) {
         *err = rc;
         s_close_listener(self);
+        timeouts_close(&self->timeouts, NULL);
         uv_close((uv_handle_t *)&self->async, NULL);
         uv_run(&self->loop, UV_RUN_DEFAULT);
         uv_loop_close(&self->loop);
@@ -364,9 +363,10 @@ void worker_destroy(worker_t **self_p)
     pool_unref(&self->posted_pool);
     buf_free(&self->scratch);
     while (self->nspares > 0) {
-        spare_t *sp = &self->spares[--self->nspares];
-        hdrs_free(&sp->hdrs);
-        buf_free(&sp->url);
+        parse_bufs_t *pb = self->spares[--self->nspares];
+        hdrs_free(&pb->hdrs);
+        buf_free(&pb->url);
+        free(pb);
     }
     free(self->active);
     free(self->cands);
@@ -420,38 +420,42 @@ void worker_client_gone(worker_t *self, list_node_t *node, bool overflow)
     s_check_drained(self);
 }
 
+timeouts_t *worker_timeouts(worker_t *self)
+{
+    return &self->timeouts;
+}
+
 buf_t *worker_scratch(worker_t *self)
 {
     return &self->scratch;
 }
 
-void worker_lend(worker_t *self, hdrs_t *hdrs, buf_t *url)
+parse_bufs_t *worker_lend(worker_t *self)
 {
-    if (self->nspares > 0) {
-        spare_t *sp = &self->spares[--self->nspares];
-        *hdrs = sp->hdrs;
-        *url = sp->url;
-        return;
-    }
-    hdrs_init(hdrs, (size_t)self->cfg->proxy.max_header_size);
-    *url = (buf_t){0};
+    if (self->nspares > 0)
+        return self->spares[--self->nspares];
+    parse_bufs_t *pb = calloc(1, sizeof *pb);
+    if (pb)
+        hdrs_init(&pb->hdrs, (size_t)self->cfg->proxy.max_header_size);
+    return pb;
 }
 
-void worker_take_back(worker_t *self, hdrs_t *hdrs, buf_t *url)
+void worker_take_back(worker_t *self, parse_bufs_t **pb_p)
 {
-    if (self->nspares < SPARE_MAX && hdrs->buf.cap <= SPARE_KEEP_MAX &&
-        url->cap <= SPARE_KEEP_MAX) {
-        spare_t *sp = &self->spares[self->nspares++];
-        hdrs_reset(hdrs);
-        buf_reset(url);
-        sp->hdrs = *hdrs;
-        sp->url = *url;
-    } else {
-        hdrs_free(hdrs);
-        buf_free(url);
+    parse_bufs_t *pb = *pb_p;
+    if (!pb)
+        return;
+    *pb_p = NULL;
+    if (self->nspares < SPARE_MAX && pb->hdrs.buf.cap <= SPARE_KEEP_MAX &&
+        pb->url.cap <= SPARE_KEEP_MAX) {
+        hdrs_reset(&pb->hdrs);
+        buf_reset(&pb->url);
+        self->spares[self->nspares++] = pb;
+        return;
     }
-    memset(hdrs, 0, sizeof *hdrs);
-    memset(url, 0, sizeof *url);
+    hdrs_free(&pb->hdrs);
+    buf_free(&pb->url);
+    free(pb);
 }
 
 uint32_t worker_client_count(worker_t *self)

@@ -14,6 +14,7 @@
 #include "pool.h"
 #include "stats.h"
 #include "tide_config.h"
+#include "timeouts.h"
 #include "upstream.h"
 
 typedef struct worker worker_t;
@@ -57,14 +58,23 @@ instance_t *worker_pick(worker_t *self, const instance_t *exclude);
  * proxy.max_connections to be told 503. */
 void worker_client_gone(worker_t *self, list_node_t *node, bool overflow);
 
+/* The worker's client timeouts (timeouts.h). */
+timeouts_t *worker_timeouts(worker_t *self);
+
 /* The worker's head-building buffer: for use within one callback, never held across. */
 buf_t *worker_scratch(worker_t *self);
 
-/* Lends a header list and a URL buffer (empty, with memory kept from earlier use) to a client
- * parsing a request head; take_back returns them (or frees them) and zeroes the client's. An
- * idle connection so holds no parsing memory. */
-void worker_lend(worker_t *self, hdrs_t *hdrs, buf_t *url);
-void worker_take_back(worker_t *self, hdrs_t *hdrs, buf_t *url);
+/* The buffers a client parses a request head into. */
+typedef struct {
+    hdrs_t hdrs;
+    buf_t url;
+} parse_bufs_t;
+
+/* Lends parse buffers (empty, with memory kept from earlier use) to a client parsing a request
+ * head; NULL on OOM. take_back returns them (or frees them) and sets *pb_p to NULL; nothing on
+ * NULL. An idle connection so holds no parsing memory, not even the buffers' structs. */
+parse_bufs_t *worker_lend(worker_t *self);
+void worker_take_back(worker_t *self, parse_bufs_t **pb_p);
 
 /* Client connections open on this worker (its loop's thread; tests and the fuzzer). */
 uint32_t worker_client_count(worker_t *self);

@@ -18,6 +18,8 @@ mkdir -p "$WORK/corpus"
 PROXY="$SRC/proxy"
 LIB="$SRC/lib"
 PKGS="libczmq libzmq libprotobuf-c hiredis libuv yaml-0.1"
+# Every proxy source but main.c and the unit tests: the list cannot fall behind proxy/.
+PROXY_SRCS=$(find "$PROXY" -maxdepth 1 -name '*.c' ! -name main.c ! -name 'test_*' | sort)
 echo "fuzz: building $WORK/fuzz_proxy with $CC"
 # shellcheck disable=SC2046
 $CC -g -O1 -std=gnu11 -D_GNU_SOURCE -Wall -Wextra \
@@ -25,8 +27,7 @@ $CC -g -O1 -std=gnu11 -D_GNU_SOURCE -Wall -Wextra \
     -fno-omit-frame-pointer \
     -I"$PROXY" -I"$LIB" -I"$PROTO" $(pkg-config --cflags $PKGS) \
     "$SRC/tests/fuzz/fuzz_proxy.c" \
-    "$PROXY/balancer.c" "$PROXY/buf.c" "$PROXY/client.c" "$PROXY/headers.c" \
-    "$PROXY/pool.c" "$PROXY/stats.c" "$PROXY/upstream.c" "$PROXY/worker.c" \
+    $PROXY_SRCS \
     "$LIB/tide_config.c" "$LIB/tide_hist.c" "$LIB/tide_log.c" "$LIB/tide_msg.c" \
     "$LIB/tide_redis.c" "$LIB/tide_window.c" "$PROTO/tide.pb-c.c" \
     $(pkg-config --libs $PKGS) -lhttp_parser -lpthread -lm \
