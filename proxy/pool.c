@@ -2,6 +2,7 @@
 #include "pool.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -122,6 +123,7 @@ static void s_watcher(zsock_t *pipe, void *arg)
 {
     watcher_t *self = arg;
     const tide_config_t *cfg = self->cfg;
+    pthread_setname_np(pthread_self(), "tide-pool"); /* as top -H and perf show it */
     zsock_t *sub = zsock_new(ZMQ_SUB);
     if (sub) {
         zsock_set_subscribe(sub, TOPIC_SCALER_POOL);

@@ -244,6 +244,7 @@ typedef struct {
 static void s_publisher(zsock_t *pipe, void *arg)
 {
     publisher_args_t *a = arg;
+    pthread_setname_np(pthread_self(), "tide-stats"); /* as top -H and perf show it */
     zsock_t *pub = zsock_new(ZMQ_PUB);
     if (pub) {
         /* Stats are only worth their newest value: queue nothing for a subscriber that is

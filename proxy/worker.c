@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -249,6 +250,9 @@ static void s_on_async(uv_async_t *a)
 static void s_run(void *arg)
 {
     worker_t *self = arg;
+    char name[16];
+    snprintf(name, sizeof name, "tide-w%d", self->index);
+    pthread_setname_np(pthread_self(), name); /* as top -H and perf show it */
     uv_run(&self->loop, UV_RUN_DEFAULT);
 }
 
