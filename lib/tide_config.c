@@ -14,7 +14,7 @@
 typedef enum { T_STR, T_PATH, T_INT, T_DOUBLE, T_ENUM, T_ENDPOINT, T_ADDR } ctype_t;
 
 typedef struct {
-    const char *name;  /* "section.key" or "key" */
+    const char *name; /* "section.key" or "key" */
     ctype_t type;
     const char *def;   /* default, as it would be written in the file */
     size_t offset;     /* where in tide_config_t */
@@ -42,14 +42,14 @@ static const centry_t s_schema[] = {
      "ProxyStats: tide-metrics binds (SUB), every proxy connects (PUB)"},
     {"endpoints.metrics", T_ENDPOINT, "tcp://127.0.0.1:7102", F(endpoints.metrics), 0, 0, NULL,
      "metrics.snapshot and republished stats: tide-metrics binds (PUB)"},
-    {"endpoints.scaler_events", T_ENDPOINT, "tcp://127.0.0.1:7103", F(endpoints.scaler_events),
-     0, 0, NULL, "scaler.state, scaler.decision, scaler.pool: tide-scaler binds (PUB)"},
-    {"endpoints.scaler_control", T_ENDPOINT, "tcp://127.0.0.1:7104",
-     F(endpoints.scaler_control), 0, 0, NULL, "tidectl commands: tide-scaler binds (REP)"},
+    {"endpoints.scaler_events", T_ENDPOINT, "tcp://127.0.0.1:7103", F(endpoints.scaler_events), 0,
+     0, NULL, "scaler.state, scaler.decision, scaler.pool: tide-scaler binds (PUB)"},
+    {"endpoints.scaler_control", T_ENDPOINT, "tcp://127.0.0.1:7104", F(endpoints.scaler_control), 0,
+     0, NULL, "tidectl commands: tide-scaler binds (REP)"},
     {"endpoints.executor_control", T_ENDPOINT, "tcp://127.0.0.1:7105",
      F(endpoints.executor_control), 0, 0, NULL, "jobs: tide-executor binds (REP)"},
-    {"endpoints.executor_events", T_ENDPOINT, "tcp://127.0.0.1:7106",
-     F(endpoints.executor_events), 0, 0, NULL, "exec.job events: tide-executor binds (PUB)"},
+    {"endpoints.executor_events", T_ENDPOINT, "tcp://127.0.0.1:7106", F(endpoints.executor_events),
+     0, 0, NULL, "exec.job events: tide-executor binds (PUB)"},
 
     {"app.host", T_STR, "127.0.0.1", F(app.host), 0, 0, NULL,
      "address instances listen on (the ip of the ip:port written to Redis)"},
@@ -80,28 +80,28 @@ static const centry_t s_schema[] = {
      "safety net: how often Redis pool_version is polled besides scaler.pool events"},
     {"proxy.connect_timeout_ms", T_INT, "1000", F(proxy.connect_timeout_ms), 10, 60000, NULL,
      "connecting to an instance"},
-    {"proxy.response_timeout_ms", T_INT, "30000", F(proxy.response_timeout_ms), 100, 3600000,
-     NULL, "504 when an instance's answer head takes this long, or its body stalls this long"},
+    {"proxy.response_timeout_ms", T_INT, "30000", F(proxy.response_timeout_ms), 100, 3600000, NULL,
+     "504 when an instance's answer head takes this long, or its body stalls this long"},
     {"proxy.idle_timeout_ms", T_INT, "60000", F(proxy.idle_timeout_ms), 100, 3600000, NULL,
      "idle keep-alive clients, quiet tunnels, stalled readers are closed after this long"},
     {"proxy.max_header_size", T_INT, "16384", F(proxy.max_header_size), 1024, 1048576, NULL,
      "largest request head accepted (bytes)"},
     {"proxy.max_connections", T_INT, "10000", F(proxy.max_connections), 1, 1000000, NULL,
      "client connections held at once"},
-    {"proxy.upstream_idle_per_instance", T_INT, "64", F(proxy.upstream_idle_per_instance), 0,
-     10000, NULL, "idle keep-alive connections kept per instance"},
+    {"proxy.upstream_idle_per_instance", T_INT, "64", F(proxy.upstream_idle_per_instance), 0, 10000,
+     NULL, "idle keep-alive connections kept per instance"},
     {"proxy.drain_timeout_ms", T_INT, "10000", F(proxy.drain_timeout_ms), 0, 3600000, NULL,
      "on SIGTERM, how long in-flight requests may take before the proxy exits"},
     {"proxy.client_header_timeout_ms", T_INT, "10000", F(proxy.client_header_timeout_ms), 100,
      3600000, NULL, "a request head not complete this long after its first byte gets 408"},
-    {"proxy.client_body_timeout_ms", T_INT, "30000", F(proxy.client_body_timeout_ms), 100,
-     3600000, NULL, "a request body silent this long (between two reads) gets 408"},
+    {"proxy.client_body_timeout_ms", T_INT, "30000", F(proxy.client_body_timeout_ms), 100, 3600000,
+     NULL, "a request body silent this long (between two reads) gets 408"},
     {"proxy.max_body_size", T_INT, "104857600", F(proxy.max_body_size), 0, 2147483647, NULL,
      "largest request body accepted (bytes; 0 = no limit); larger gets 413"},
     {"proxy.down_backoff_ms", T_INT, "500", F(proxy.down_backoff_ms), 10, 600000, NULL,
      "an instance whose connect failed gets no request this long, then is probed"},
-    {"proxy.down_backoff_max_ms", T_INT, "30000", F(proxy.down_backoff_max_ms), 10, 3600000,
-     NULL, "the backoff doubles on each failed probe up to this"},
+    {"proxy.down_backoff_max_ms", T_INT, "30000", F(proxy.down_backoff_max_ms), 10, 3600000, NULL,
+     "the backoff doubles on each failed probe up to this"},
 
     {"metrics.listen", T_ADDR, "127.0.0.1:8081", F(metrics.listen), 0, 0, NULL,
      "HTTP: /metrics (Prometheus), /api/snapshot"},
@@ -109,8 +109,8 @@ static const centry_t s_schema[] = {
      "the stable window the policy averages over"},
     {"metrics.panic_window_s", T_INT, "6", F(metrics.panic_window_s), 1, 600, NULL,
      "the short window that detects bursts"},
-    {"metrics.snapshot_interval_ms", T_INT, "1000", F(metrics.snapshot_interval_ms), 100,
-     60000, NULL, "how often metrics.snapshot is published"},
+    {"metrics.snapshot_interval_ms", T_INT, "1000", F(metrics.snapshot_interval_ms), 100, 60000,
+     NULL, "how often metrics.snapshot is published"},
     {"metrics.stale_after_ms", T_INT, "2000", F(metrics.stale_after_ms), 100, 600000, NULL,
      "a proxy silent this long no longer counts as live"},
 
@@ -135,33 +135,36 @@ static const centry_t s_schema[] = {
     {"scaler.tick_ms", T_INT, "250", F(scaler.tick_ms), 10, 10000, NULL,
      "how often the state machine checks timers"},
     {"scaler.job_deadline_ms", T_INT, "120000", F(scaler.job_deadline_ms), 100, 3600000, NULL,
-     "a job not finished by then (+ 2 x request_timeout_ms + 1 s for the executor to report) is failed"},
+     "a job not finished by then (+ 2 x request_timeout_ms + 1 s for the executor to report) is "
+     "failed"},
     {"scaler.backoff_initial_ms", T_INT, "2000", F(scaler.backoff_initial_ms), 0, 3600000, NULL,
      "wait after a failed job, doubled on each failure in a row"},
     {"scaler.backoff_max_ms", T_INT, "60000", F(scaler.backoff_max_ms), 0, 3600000, NULL,
      "longest wait after failed jobs"},
     {"scaler.drain_deadline_ms", T_INT, "30000", F(scaler.drain_deadline_ms), 0, 3600000, NULL,
      "scale down stops an instance when the proxies report it drained, or after this long"},
-    {"scaler.request_timeout_ms", T_INT, "2000", F(scaler.request_timeout_ms), 50, 600000,
-     NULL, "an executor request unanswered this long is retried on a new socket"},
+    {"scaler.request_timeout_ms", T_INT, "2000", F(scaler.request_timeout_ms), 50, 600000, NULL,
+     "an executor request unanswered this long is retried on a new socket"},
     {"scaler.reconcile", T_ENUM, "adopt", F(scaler.reconcile), 0, 0, "adopt|stop",
      "on start, instances running but not in the pool are adopted or stopped"},
+    {"scaler.health_check_interval_s", T_INT, "60", F(scaler.health_check_interval_s), 0, 86400,
+     NULL,
+     "list the instances this often while steady, so one that died unseen is replaced; 0 = off"},
 
     {"executor.driver", T_ENUM, "process", F(executor.driver), 0, 0, "process|docker",
      "process: instances are supervisord programs; docker: containers"},
     {"executor.playbooks_dir", T_PATH, "../playbooks", F(executor.playbooks_dir), 0, 0, NULL,
      "the playbooks; the driver's are in <playbooks_dir>/<driver>/"},
-    {"executor.inventory", T_PATH, "../playbooks/inventory/local.ini", F(executor.inventory),
-     0, 0, NULL, "the Ansible inventory"},
-    {"executor.ansible_playbook", T_PATH, "ansible-playbook", F(executor.ansible_playbook), 0,
-     0, NULL, "the ansible-playbook program"},
+    {"executor.inventory", T_PATH, "../playbooks/inventory/local.ini", F(executor.inventory), 0, 0,
+     NULL, "the Ansible inventory"},
+    {"executor.ansible_playbook", T_PATH, "ansible-playbook", F(executor.ansible_playbook), 0, 0,
+     NULL, "the ansible-playbook program"},
     {"executor.state_dir", T_PATH, "../run/executor", F(executor.state_dir), 0, 0, NULL,
      "job files and process-driver program files"},
-    {"executor.supervisor_config", T_PATH, "./supervisord.conf",
-     F(executor.supervisor_config), 0, 0, NULL,
-     "process driver: the supervisord config whose [include] holds the instances"},
-    {"executor.job_deadline_ms", T_INT, "120000", F(executor.job_deadline_ms), 100, 3600000,
-     NULL, "a playbook running longer is killed with its process group"},
+    {"executor.supervisor_config", T_PATH, "./supervisord.conf", F(executor.supervisor_config), 0,
+     0, NULL, "process driver: the supervisord config whose [include] holds the instances"},
+    {"executor.job_deadline_ms", T_INT, "120000", F(executor.job_deadline_ms), 100, 3600000, NULL,
+     "a playbook running longer is killed with its process group"},
     {"executor.output_tail_lines", T_INT, "40", F(executor.output_tail_lines), 1, 10000, NULL,
      "last lines of a playbook's output kept in the job record"},
 };
@@ -321,8 +324,8 @@ static int s_fail(walk_t *w, yaml_node_t *node, const char *key, const char *why
 
 static int s_walk_map(walk_t *w, yaml_node_t *map, const char *prefix)
 {
-    for (yaml_node_pair_t *pair = map->data.mapping.pairs.start;
-         pair < map->data.mapping.pairs.top; pair++) {
+    for (yaml_node_pair_t *pair = map->data.mapping.pairs.start; pair < map->data.mapping.pairs.top;
+         pair++) {
         yaml_node_t *k = yaml_document_get_node(w->doc, pair->key);
         yaml_node_t *v = yaml_document_get_node(w->doc, pair->value);
         if (!k || !v)
@@ -441,8 +444,7 @@ int config_load(const char *path, tide_config_t *cfg, char *err, size_t errlen)
         return -EINVAL;
     }
     if (cfg->metrics.panic_window_s > cfg->metrics.stable_window_s) {
-        snprintf(err, errlen, "%s: metrics.panic_window_s must not exceed stable_window_s",
-                 path);
+        snprintf(err, errlen, "%s: metrics.panic_window_s must not exceed stable_window_s", path);
         return -EINVAL;
     }
     if (cfg->app.base_port + cfg->scaler.max - 1 > 65535) {
@@ -513,8 +515,8 @@ static void s_usage(FILE *out, const char *program)
             program);
 }
 
-void config_from_args(int argc, char **argv, const char *program, tide_config_t *cfg,
-                      char *id_out, size_t id_len)
+void config_from_args(int argc, char **argv, const char *program, tide_config_t *cfg, char *id_out,
+                      size_t id_len)
 {
     const char *path = getenv("TIDE_CONFIG");
     if (!path || !*path)

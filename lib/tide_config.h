@@ -34,14 +34,14 @@ typedef struct {
     } endpoints;
 
     struct {
-        char host[CFG_STR];      /* where instances listen (the ip of ip:port) */
-        int base_port;           /* production<N> listens on base_port + N */
-        char name_prefix[32];    /* "production" */
+        char host[CFG_STR];   /* where instances listen (the ip of ip:port) */
+        int base_port;        /* production<N> listens on base_port + N */
+        char name_prefix[32]; /* "production" */
         char health_path[CFG_STR];
-        int health_timeout_ms;   /* readiness: how long a new instance may take to answer */
-        char command[CFG_PATH];  /* process driver: the program each instance runs */
-        char args[CFG_PATH];     /* process driver: extra arguments for it */
-        char image[CFG_STR];     /* docker driver: the image each container runs */
+        int health_timeout_ms;  /* readiness: how long a new instance may take to answer */
+        char command[CFG_PATH]; /* process driver: the program each instance runs */
+        char args[CFG_PATH];    /* process driver: extra arguments for it */
+        char image[CFG_STR];    /* docker driver: the image each container runs */
     } app;
 
     struct {
@@ -56,11 +56,11 @@ typedef struct {
         int max_connections;
         int upstream_idle_per_instance;
         int drain_timeout_ms;
-        char stats[8];              /* "on" or "off": publish ProxyStats */
+        char stats[8]; /* "on" or "off": publish ProxyStats */
         int client_header_timeout_ms;
         int client_body_timeout_ms;
-        int max_body_size;          /* bytes; 0 = no limit */
-        int down_backoff_ms;        /* first backoff after a failed connect */
+        int max_body_size;   /* bytes; 0 = no limit */
+        int down_backoff_ms; /* first backoff after a failed connect */
         int down_backoff_max_ms;
     } proxy;
 
@@ -73,27 +73,28 @@ typedef struct {
     } metrics;
 
     struct {
-        char policy[16];         /* "target" or "threshold" */
+        char policy[16]; /* "target" or "threshold" */
         int min;
         int max;
-        double target_rps;       /* target: requests/s one instance should carry */
-        double panic_threshold;  /* target: panic when the panic-window count >= this x current */
-        int max_step;            /* most instances added or removed by one job */
-        double scale_up_rps;     /* threshold: per-instance rps above which one is added */
-        double scale_down_rps;   /* threshold: per-instance rps below which one is removed */
+        double target_rps;      /* target: requests/s one instance should carry */
+        double panic_threshold; /* target: panic when the panic-window count >= this x current */
+        int max_step;           /* most instances added or removed by one job */
+        double scale_up_rps;    /* threshold: per-instance rps above which one is added */
+        double scale_down_rps;  /* threshold: per-instance rps below which one is removed */
         int scale_down_delay_s;
-        int settle_ms;           /* READY -> UP */
+        int settle_ms; /* READY -> UP */
         int tick_ms;
         int job_deadline_ms;
         int backoff_initial_ms;
         int backoff_max_ms;
         int drain_deadline_ms;
-        int request_timeout_ms;  /* lazy pirate: executor REQ timeout */
-        char reconcile[8];       /* "adopt" or "stop": instances running but not in the pool */
+        int request_timeout_ms;      /* lazy pirate: executor REQ timeout */
+        char reconcile[8];           /* "adopt" or "stop": instances running but not in the pool */
+        int health_check_interval_s; /* a list this often while steady; 0 = only on errors */
     } scaler;
 
     struct {
-        char driver[16];         /* "process" or "docker" */
+        char driver[16]; /* "process" or "docker" */
         char playbooks_dir[CFG_PATH];
         char inventory[CFG_PATH];
         char ansible_playbook[CFG_PATH];
@@ -126,8 +127,8 @@ const char *config_schema_name(size_t i);
  * ./tide.yml), --id ID, -h/--help. Loads the config; on any failure prints the reason to
  * stderr and exits 2, so a bad config stops the program before it does anything. Arguments it
  * does not know are an error too. id_out receives --id or "<hostname>-<pid>". */
-void config_from_args(int argc, char **argv, const char *program, tide_config_t *cfg,
-                      char *id_out, size_t id_len);
+void config_from_args(int argc, char **argv, const char *program, tide_config_t *cfg, char *id_out,
+                      size_t id_len);
 
 /* Splits "host:port" into host and port (1..65535). Returns 0 or -EINVAL. */
 int config_split_addr(const char *addr, char *host, size_t hostlen, int *port);

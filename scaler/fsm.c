@@ -45,10 +45,10 @@ struct _fsm_t {
 
     bool in_pool[NAMES_MAX];
     bool stopping[NAMES_MAX];
-    bool suspect[NAMES_MAX];        /* failing requests: to be checked */
-    uint64_t pool_since[NAMES_MAX]; /* when it (last) joined the pool */
+    bool suspect[NAMES_MAX];           /* failing requests: to be checked */
+    uint64_t pool_since[NAMES_MAX];    /* when it (last) joined the pool */
     uint64_t checked_ok_ms[NAMES_MAX]; /* when a health check last found it healthy */
-    uint64_t last_check_ms;         /* the last list (reconcile or health check) ended */
+    uint64_t last_check_ms;            /* the last list (reconcile or health check) ended */
     uint32_t current;
     uint64_t pool_version;
 
@@ -101,7 +101,7 @@ void fsm_config_from_tide(fsm_config_t *cfg, const tide_config_t *tide, const ch
     cfg->suspect_error_rate = 0.5;
     cfg->suspect_grace_ms = (uint32_t)tide->metrics.panic_window_s * 1000u + 2u * snap;
     cfg->check_gap_ms = 5000;
-    cfg->check_interval_ms = 0;
+    cfg->check_interval_ms = (uint32_t)tide->scaler.health_check_interval_s * 1000u;
     snprintf(cfg->job_prefix, sizeof cfg->job_prefix, "%s", job_prefix);
     snprintf(cfg->name_prefix, sizeof cfg->name_prefix, "%s", tide->app.name_prefix);
 }
@@ -363,12 +363,14 @@ static uint32_t s_suspects(const fsm_t *self, uint16_t *idx)
 
 /* A health check is due: a suspect in the pool and the gap since the last check passed, or the
  * periodic interval passed. */
+/* A check of suspects comes before any scaling (the count may be wrong); a periodic one only
+ * when the policy wants no change, so it never delays a scale up. */
 static bool s_check_due(const fsm_t *self, uint64_t now_ms)
 {
     uint16_t idx[NAMES_MAX];
     if (s_suspects(self, idx) > 0 && now_ms >= self->last_check_ms + self->cfg.check_gap_ms)
         return true;
-    return self->cfg.check_interval_ms > 0 &&
+    return self->cfg.check_interval_ms > 0 && self->dec.next == self->current &&
            now_ms >= self->last_check_ms + self->cfg.check_interval_ms;
 }
 

@@ -1312,9 +1312,37 @@ static void test_check_periodic(void **state)
     fsm_destroy(&f);
 }
 
+/* A periodic check never delays a scale up: when load for 3 arrives as the check comes due,
+ * the scale up goes first; the check runs once the count is steady (after READY's settle). */
+static void test_check_periodic_after_scale_up(void **state)
+{
+    (void)state;
+    fsm_config_t cfg = s_check_cfg();
+    cfg.check_interval_ms = 10000;
+    uint64_t now;
+    fsm_t *f = s_up_checked(cfg, 2, &now);
+    fsm_actions_t a;
+    fsm_on_snapshot(f, 300, 300, 60, 11000, &a); /* the check is due since 11000 too */
+    assert_true(a.send_job);
+    assert_int_equal(fsm_job(f)->kind, K_UP);
+    assert_int_equal(fsm_job(f)->n, 1);
+    s_ok(f, 11500, &a);
+    assert_int_equal(fsm_current(f), 3);
+    assert_int_equal(fsm_state(f), READY);
+    fsm_on_snapshot(f, 300, 300, 60, 12000, &a);
+    assert_false(a.send_job);         /* READY: settling */
+    fsm_on_tick(f, 13600, false, &a); /* settled: READY -> UP, steady at 3: now the check */
+    assert_int_equal(fsm_current(f), 3);
+    assert_true(a.send_job);
+    assert_int_equal(fsm_job(f)->kind, K_LIST);
+    assert_true(s_reason_has(&a, "health check: periodic"));
+    fsm_destroy(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_check_periodic_after_scale_up),
         cmocka_unit_test(test_restore_empty_lists_first),
         cmocka_unit_test(test_restore_without_metrics_raises_to_min),
         cmocka_unit_test(test_restore_job_in_flight_succeeded),
