@@ -18,10 +18,8 @@
 
 extern char **environ;
 
-#define TICK_MS          100
-#define READ_CHUNK       8192
-#define DEFAULT_GRACE_MS 3000
-#define CLEANUP_MS       60000 /* the scale_down run after a scale up's deadline */
+#define TICK_MS    100
+#define READ_CHUNK 8192
 
 typedef struct run_t {
     runner_ansible_t *owner;
@@ -63,7 +61,7 @@ runner_ansible_t *runner_ansible_new(const tide_config_t *cfg, zloop_t *loop,
     self->cfg = cfg;
     self->loop = loop;
     self->sink = *sink;
-    self->grace_ms = DEFAULT_GRACE_MS;
+    self->grace_ms = TIDE_EXEC_KILL_GRACE_MS;
     self->timer = zloop_timer(loop, TICK_MS, 0, s_on_tick, self);
     if (self->timer < 0) {
         free(self);
@@ -591,7 +589,7 @@ static void s_finish(run_t *run, const char *forced_error)
         runner_ansible_playbook(self->cfg, "scale_down.yml", playbook, sizeof playbook);
         run->cleanup = true;
         run->timed_out = false;
-        run->deadline = clock_mono_ms() + CLEANUP_MS;
+        run->deadline = clock_mono_ms() + (uint64_t)self->cfg->executor.cleanup_deadline_ms;
         log_warn("scale up past its deadline: stopping its instances", "job=%s", job->id);
         if (s_spawn(self, run, playbook, err, sizeof err) == 0)
             return; /* finishes when the cleanup ends */

@@ -135,8 +135,9 @@ static const centry_t s_schema[] = {
     {"scaler.tick_ms", T_INT, "250", F(scaler.tick_ms), 10, 10000, NULL,
      "how often the state machine checks timers"},
     {"scaler.job_deadline_ms", T_INT, "120000", F(scaler.job_deadline_ms), 100, 3600000, NULL,
-     "a job not finished by then (+ 2 x request_timeout_ms + 1 s for the executor to report) is "
-     "failed"},
+     "a job not reported by then is failed, after a grace for the executor to kill it and "
+     "report (3 s + 2 x request_timeout_ms + 1 s; a scale up: + executor.cleanup_deadline_ms "
+     "+ 3 s)"},
     {"scaler.backoff_initial_ms", T_INT, "2000", F(scaler.backoff_initial_ms), 0, 3600000, NULL,
      "wait after a failed job, doubled on each failure in a row"},
     {"scaler.backoff_max_ms", T_INT, "60000", F(scaler.backoff_max_ms), 0, 3600000, NULL,
@@ -167,6 +168,10 @@ static const centry_t s_schema[] = {
      "a playbook running longer is killed with its process group"},
     {"executor.output_tail_lines", T_INT, "40", F(executor.output_tail_lines), 1, 10000, NULL,
      "last lines of a playbook's output kept in the job record"},
+    {"executor.cleanup_deadline_ms", T_INT, "60000", F(executor.cleanup_deadline_ms), 1000, 3600000,
+     NULL,
+     "a scale up killed at its deadline is followed by scale_down on its instances, killed after "
+     "this"},
 };
 
 #define SCHEMA_N (sizeof s_schema / sizeof s_schema[0])

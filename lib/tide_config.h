@@ -14,6 +14,11 @@
 #define CFG_STR  256
 #define CFG_PATH 1024
 
+/* tide-executor ends a playbook at a deadline with SIGTERM to its process group, then SIGKILL
+ * this much later. The scaler counts it (twice for a scale up, which is followed by a cleanup
+ * run) in how long it waits for the executor's report past a job's deadline. */
+#define TIDE_EXEC_KILL_GRACE_MS 3000
+
 typedef struct {
     char service[64];
 
@@ -102,6 +107,7 @@ typedef struct {
         char supervisor_config[CFG_PATH]; /* process driver: supervisord's config file */
         int job_deadline_ms;
         int output_tail_lines;
+        int cleanup_deadline_ms; /* the scale_down after a scale up that hit its deadline */
     } executor;
 
     char path[CFG_PATH]; /* the file this was loaded from (absolute) */

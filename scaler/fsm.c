@@ -87,8 +87,14 @@ void fsm_config_from_tide(fsm_config_t *cfg, const tide_config_t *tide, const ch
     cfg->settle_ms = (uint32_t)tide->scaler.settle_ms;
     cfg->job_deadline_ms = (uint32_t)tide->scaler.job_deadline_ms;
     /* The executor kills the playbook at its own deadline and then reports; give it time to
-     * do so (and for a couple of lost requests) before declaring the outcome unknown. */
-    cfg->deadline_grace_ms = 2u * (uint32_t)tide->scaler.request_timeout_ms + 1000u;
+     * do so (and for a couple of lost requests) before declaring the outcome unknown. A scale
+     * up killed at its deadline is followed by a scale_down of its instances (up to
+     * executor.cleanup_deadline_ms, then killed too) before the report: waiting for that
+     * report, rather than failing the job first and sending a stop the executor must refuse
+     * while its cleanup holds the instances, keeps the outcome known. */
+    cfg->deadline_grace_ms =
+        TIDE_EXEC_KILL_GRACE_MS + 2u * (uint32_t)tide->scaler.request_timeout_ms + 1000u;
+    cfg->up_cleanup_ms = (uint32_t)tide->executor.cleanup_deadline_ms + TIDE_EXEC_KILL_GRACE_MS;
     cfg->poll_ms = 2000;
     cfg->backoff_initial_ms = (uint32_t)tide->scaler.backoff_initial_ms;
     cfg->backoff_max_ms = (uint32_t)tide->scaler.backoff_max_ms;
@@ -193,7 +199,8 @@ static void s_new_job(fsm_t *self, Tide__V1__JobKind kind)
 static void s_send(fsm_t *self, uint64_t now_ms, fsm_actions_t *acts)
 {
     self->job_sent = true;
-    self->job_deadline_ms = now_ms + self->cfg.job_deadline_ms + self->cfg.deadline_grace_ms;
+    self->job_deadline_ms = now_ms + self->cfg.job_deadline_ms + self->cfg.deadline_grace_ms +
+                            (self->job.kind == K_UP ? self->cfg.up_cleanup_ms : 0);
     self->next_poll_ms = now_ms + self->cfg.poll_ms;
     acts->send_job = true;
 }

@@ -32,6 +32,7 @@ typedef struct {
     uint32_t settle_ms;          /* READY -> UP */
     uint32_t job_deadline_ms;    /* sent with each job (the executor's deadline) */
     uint32_t deadline_grace_ms;  /* the scaler gives up at job_deadline_ms + this */
+    uint32_t up_cleanup_ms;      /* + this for a scale up: the executor's cleanup run after it */
     uint32_t poll_ms;            /* job status poll while no FINISHED event came */
     uint32_t backoff_initial_ms; /* after a failure, doubled per failure in a row */
     uint32_t backoff_max_ms;

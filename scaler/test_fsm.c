@@ -740,6 +740,68 @@ static void test_scale_up_deadline_polls_then_fails(void **state)
     fsm_destroy(&f);
 }
 
+/* A scale up that hit its deadline is followed, in the executor, by a cleanup run (scale_down
+ * of its instances) before the report: the scaler waits for that report (deadline + grace +
+ * up_cleanup_ms) instead of failing the job first and sending a stop the executor would refuse
+ * while its cleanup holds the instances. A report in that window is taken as it is; without
+ * one the job fails at the end of it. */
+static void test_scale_up_deadline_waits_for_cleanup(void **state)
+{
+    (void)state;
+    fsm_config_t cfg = s_cfg();
+    cfg.up_cleanup_ms = 20000; /* deadline 10000 + grace 5000 + 20000 */
+    for (int reported = 0; reported < 2; reported++) {
+        fsm_t *f = s_running(cfg, 1);
+        fsm_actions_t a;
+        fsm_on_snapshot(f, 199, 100, 60, 3000, &a); /* wants 2 */
+        assert_true(a.send_job);
+        assert_int_equal(fsm_job(f)->kind, K_UP);
+        uint64_t end = reported ? 3000 + 30000 : 3000 + 35000;
+        for (uint64_t t = 3250; t < end; t += 250) {
+            fsm_on_tick(f, t, false, &a);
+            fsm_on_snapshot(f, 199, 100, 60, t, &a);
+            assert_int_equal(fsm_state(f), BUSY); /* past 3000 + 15000 too */
+        }
+        fsm_status_t st;
+        if (reported) {
+            /* The executor reports: the scale up failed, its cleanup stopped production1. */
+            s_finish(f, TIDE__V1__JOB_STATE__JOB_FAILED, NULL, 0, end, &a);
+            fsm_status(f, &st);
+            assert_int_equal(st.n_stopping, 0);
+        } else {
+            fsm_on_tick(f, end, false, &a);
+            assert_int_not_equal(fsm_state(f), BUSY);
+            fsm_status(f, &st);
+            assert_true(strstr(st.last_error, "deadline") != NULL);
+            assert_int_equal(st.n_stopping, 1); /* unknown outcome: production1 may run */
+        }
+        assert_false(fsm_in_pool(f, 1));
+        fsm_destroy(&f);
+    }
+
+    /* A scale down is not extended: it fails at deadline + grace. */
+    fsm_t *f = s_running(cfg, 4);
+    fsm_actions_t a;
+    uint64_t now = 2000;
+    fsm_on_snapshot(f, 400, 400, 60, now, &a);
+    for (int k = 0; k <= 40 && fsm_state(f) != BUSY; k++) {
+        now += 1000;
+        fsm_on_snapshot(f, 50, 50, 60, now, &a);
+    }
+    assert_int_equal(fsm_state(f), BUSY);
+    s_drain_then_send(f, &a, now);
+    for (uint64_t t = now + 250; t < now + 15000; t += 250) {
+        fsm_on_tick(f, t, false, &a);
+        assert_int_equal(fsm_state(f), BUSY);
+    }
+    fsm_on_tick(f, now + 15000, false, &a);
+    assert_int_not_equal(fsm_state(f), BUSY);
+    fsm_status_t st;
+    fsm_status(f, &st);
+    assert_true(strstr(st.last_error, "deadline") != NULL);
+    fsm_destroy(&f);
+}
+
 static void test_unreachable_executor_leftovers(void **state)
 {
     (void)state;
@@ -1343,6 +1405,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_check_periodic_after_scale_up),
+        cmocka_unit_test(test_scale_up_deadline_waits_for_cleanup),
         cmocka_unit_test(test_restore_empty_lists_first),
         cmocka_unit_test(test_restore_without_metrics_raises_to_min),
         cmocka_unit_test(test_restore_job_in_flight_succeeded),

@@ -13,7 +13,11 @@ BACKOFF = 1000      # scaler.backoff_initial_ms
 DEADLINE = 4000     # scaler.job_deadline_ms
 CLOCK_SLACK = 15    # ms: two processes' wall clocks read at different moments
 REQUEST_TIMEOUT = 1000  # scaler.request_timeout_ms
-GRACE = 2 * REQUEST_TIMEOUT + 1000  # the scaler's own grace past job_deadline_ms (fsm.c)
+CLEANUP = 1000      # executor.cleanup_deadline_ms
+KILL_GRACE = 3000   # TIDE_EXEC_KILL_GRACE_MS (lib/tide_config.h)
+# The scaler's own grace past job_deadline_ms for a scale up (fsm.c): the executor's kill grace
+# and report, plus its cleanup run (scale_down of the job's instances) and that run's kill grace.
+GRACE = KILL_GRACE + 2 * REQUEST_TIMEOUT + 1000 + CLEANUP + KILL_GRACE
 
 
 def scale_up_jobs(watch, etype):
@@ -30,7 +34,8 @@ def test_job_failures(make_stack):
     st = make_stack("job_failures", max_instances=6,
                     scaler={"backoff_initial_ms": BACKOFF, "backoff_max_ms": 8000,
                             "job_deadline_ms": DEADLINE,
-                            "request_timeout_ms": REQUEST_TIMEOUT})
+                            "request_timeout_ms": REQUEST_TIMEOUT},
+                    executor={"cleanup_deadline_ms": CLEANUP})
     st.start_stack()
     watch = st.watch()
     # tidectl watch is a late joiner: wait until it receives the periodic snapshot.
@@ -107,7 +112,7 @@ def test_job_failures(make_stack):
         t_busy = time.monotonic()
         s_after = st.wait_until(
             lambda: (lambda s: s if s["state"] != "STATE_BUSY" or s["job_id"] != stalled_id
-                     else None)(st.status()), DEADLINE / 1000 + 10,
+                     else None)(st.status()), (DEADLINE + GRACE) / 1000 + 10,
             "the stalled job %s hits scaler.job_deadline_ms (%d ms)" % (stalled_id, DEADLINE))
         waited = time.monotonic() - t_busy
         print("stalled job %s left BUSY after %.1fs: %r" % (stalled_id, waited, s_after))
@@ -116,9 +121,9 @@ def test_job_failures(make_stack):
         assert out_of_stall, "after the deadline the state should go back to UP " \
             "(previous stable state); transitions: %r" % tr
         # Measured on the bus: from the stalled job's STARTED to the scaler leaving BUSY.
-        # The scaler hands job_deadline_ms to the executor (which kills the job and reports)
-        # and fails the job itself only after a grace of 2 * request_timeout_ms + 1 s
-        # (scaler/fsm.c), so the window is [DEADLINE, DEADLINE + GRACE].
+        # The scaler hands job_deadline_ms to the executor (which kills the job, cleans up and
+        # reports) and fails the job itself only after GRACE (scaler/fsm.c), so the window is
+        # [DEADLINE, DEADLINE + GRACE].
         st_ev = [m for m in job_events(watch, "JOB_EVENT_STARTED") if m["job_id"] == stalled_id]
         assert st_ev, "no exec.job STARTED for the stalled job %s" % stalled_id
         leave = [m for m in watch.msgs("scaler.state") if m.get("previous") == "STATE_BUSY"
@@ -127,8 +132,9 @@ def test_job_failures(make_stack):
         dt = ts_ms(leave[0]) - ts_ms(st_ev[0])
         print("stalled job: STARTED -> leaving BUSY took %d ms (deadline %d, grace %d)" % (
             dt, DEADLINE, GRACE))
-        assert dt >= DEADLINE - 100, "the stalled job was failed after %d ms, before the %d ms " \
-            "deadline" % (dt, DEADLINE)
+        # The stalled fake never reports, so the scaler waits out its whole grace.
+        assert dt >= DEADLINE + GRACE - 500, "the stalled job was failed after %d ms, before " \
+            "the %d ms deadline + %d ms grace" % (dt, DEADLINE, GRACE)
         assert dt <= DEADLINE + GRACE + 500, "the stalled job was failed only after %d ms " \
             "(deadline %d ms + grace %d ms)" % (dt, DEADLINE, GRACE)
         st.wait_until(lambda: st.status()["consecutive_failures"] >= 1, 5,
