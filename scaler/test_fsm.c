@@ -1348,14 +1348,20 @@ static void test_check_gap_pause_and_failure(void **state)
     fsm_destroy(&f);
 }
 
+/* s_up_checked at 2 instances with a periodic check every 10 s. */
+static fsm_t *s_up_periodic(uint64_t *now)
+{
+    fsm_config_t cfg = s_check_cfg();
+    cfg.check_interval_ms = 10000;
+    return s_up_checked(cfg, 2, now);
+}
+
 /* With check_interval_ms set, a check runs that often even without suspects. */
 static void test_check_periodic(void **state)
 {
     (void)state;
-    fsm_config_t cfg = s_check_cfg();
-    cfg.check_interval_ms = 10000;
     uint64_t now;
-    fsm_t *f = s_up_checked(cfg, 2, &now);
+    fsm_t *f = s_up_periodic(&now);
     fsm_actions_t a;
     fsm_on_tick(f, 10900, false, &a);
     assert_false(a.send_job);
@@ -1379,10 +1385,8 @@ static void test_check_periodic(void **state)
 static void test_check_periodic_after_scale_up(void **state)
 {
     (void)state;
-    fsm_config_t cfg = s_check_cfg();
-    cfg.check_interval_ms = 10000;
     uint64_t now;
-    fsm_t *f = s_up_checked(cfg, 2, &now);
+    fsm_t *f = s_up_periodic(&now);
     fsm_actions_t a;
     fsm_on_snapshot(f, 300, 300, 60, 11000, &a); /* the check is due since 11000 too */
     assert_true(a.send_job);
