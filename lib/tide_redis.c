@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tide_clock.h"
 #include "tide_config.h"
 #include "tide_log.h"
 
@@ -22,7 +23,30 @@ struct _redis_conn_t {
     int connect_timeout_ms, command_timeout_ms;
     redisContext *ctx;
     bool down_logged; /* log an outage once, not on every retry */
+    /* After an attempt that failed slowly (Redis accepted nothing or answered nothing within
+     * a timeout: stopped, overloaded, a dropped route) the next attempts wait this long,
+     * doubling, instead of blocking every caller for a timeout each time. A refused
+     * connection fails at once and is retried at once. */
+    uint64_t hold_until_ms;
+    uint32_t hold_ms;
+    uint64_t used_ms; /* when redis_conn_get last handed out the context */
 };
+
+#define HOLD_FIRST_MS 250
+#define HOLD_MAX_MS   4000
+
+/* A failed attempt that started at t0_ms: hold further attempts if it took a timeout's
+ * time (half of it or more). */
+static void s_failed_after(redis_conn_t *self, uint64_t t0_ms, int timeout_ms)
+{
+    uint64_t now = clock_mono_ms();
+    if (now - t0_ms < (uint64_t)timeout_ms / 2)
+        return;
+    self->hold_ms = self->hold_ms ? self->hold_ms * 2 : HOLD_FIRST_MS;
+    if (self->hold_ms > HOLD_MAX_MS)
+        self->hold_ms = HOLD_MAX_MS;
+    self->hold_until_ms = now + self->hold_ms;
+}
 
 redis_conn_t *redis_conn_new(const char *host, int port, int connect_timeout_ms,
                              int command_timeout_ms)
@@ -49,6 +73,8 @@ void redis_conn_destroy(redis_conn_t **self_p)
 void redis_conn_reset(redis_conn_t *self)
 {
     if (self->ctx) {
+        /* Reset after a failed command: was it a slow failure (a timeout)? */
+        s_failed_after(self, self->used_ms, self->command_timeout_ms);
         redisFree(self->ctx);
         self->ctx = NULL;
     }
@@ -62,11 +88,18 @@ static struct timeval s_tv(int ms)
 
 redisContext *redis_conn_get(redis_conn_t *self)
 {
-    if (self->ctx)
+    uint64_t t0 = clock_mono_ms();
+    self->used_ms = t0;
+    if (self->ctx) {
+        self->hold_ms = 0; /* it survived its last use: Redis answers */
         return self->ctx;
-    redisContext *c = redisConnectWithTimeout(self->host, self->port,
-                                              s_tv(self->connect_timeout_ms));
+    }
+    if (t0 < self->hold_until_ms)
+        return NULL;
+    redisContext *c =
+        redisConnectWithTimeout(self->host, self->port, s_tv(self->connect_timeout_ms));
     if (!c || c->err) {
+        s_failed_after(self, t0, self->connect_timeout_ms);
         if (!self->down_logged) {
             log_warn("redis unreachable", "addr=%s:%d err=\"%s\"", self->host, self->port,
                      c ? c->errstr : "out of memory");
@@ -105,6 +138,7 @@ redisReply *redis_conn_command(redis_conn_t *self, int argc, const char **argv)
         redis_conn_reset(self);
         return NULL;
     }
+    self->hold_ms = 0;
     return r;
 }
 

@@ -4,7 +4,10 @@
  * Keys: tide:<service>:instances (string int), :pool (hash name -> ip:port),
  *       :pool_version (string int), :state (hash).
  * A redis_conn_t wraps a synchronous hiredis context with connect and command timeouts; after
- * any error it frees the context and reconnects on next use, so callers simply retry. */
+ * any error it frees the context and reconnects on next use, so callers simply retry. After a
+ * slow failure (a timeout: Redis stopped, overloaded, unroutable) it holds off new attempts
+ * for 250 ms, doubling up to 4 s, returning NULL at once meanwhile, so a caller's loop is not
+ * blocked for a timeout on every retry. A refused connection is retried at once. */
 #ifndef TIDE_REDIS_H
 #define TIDE_REDIS_H
 

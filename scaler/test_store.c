@@ -142,10 +142,10 @@ static int teardown(void **state)
     return 0;
 }
 
-#define REQUIRE_REDIS()                                                                       \
+#define REQUIRE_REDIS()                                                                            \
     do {                                                                                           \
         if (s_redis <= 0)                                                                          \
-            fail_msg("redis-server did not start: run scripts/setup-deps");                      \
+            fail_msg("redis-server did not start: run scripts/setup-deps");                        \
     } while (0)
 
 static redisReply *s_cmd(redis_conn_t *c, int argc, const char **argv)
@@ -461,6 +461,57 @@ static void test_redis_down_then_back(void **state)
     store_destroy(&st);
 }
 
+/* total_connections_received from INFO stats, or -1. */
+static long s_connections(redis_conn_t *c)
+{
+    const char *argv[] = {"INFO", "stats"};
+    redisReply *r = redis_conn_command(c, 2, argv);
+    long n = -1;
+    if (r && r->type == REDIS_REPLY_STRING) {
+        const char *p = strstr(r->str, "total_connections_received:");
+        if (p)
+            n = atol(p + strlen("total_connections_received:"));
+    }
+    if (r)
+        freeReplyObject(r);
+    return n;
+}
+
+/* A Redis that takes connections but answers nothing (here SIGSTOPped) costs one timeout,
+ * then further attempts are held off for a while instead of each blocking its caller (the
+ * scaler's loop) for another timeout: ten calls make one connection attempt, not ten. Once it
+ * answers again, the connection comes back by itself. */
+static void test_unresponsive_redis_held_off(void **state)
+{
+    (void)state;
+    REQUIRE_REDIS();
+    redis_conn_t *probe = s_conn();
+    long before = s_connections(probe);
+    assert_true(before > 0);
+    redis_conn_t *c = s_conn(); /* connect 200 ms, command 500 ms */
+    const char *ping[] = {"PING"};
+    assert_int_equal(kill(s_redis, SIGSTOP), 0);
+    uint64_t t0 = clock_mono_ms();
+    for (int i = 0; i < 10; i++)
+        assert_null(redis_conn_command(c, 1, ping));
+    uint64_t took = clock_mono_ms() - t0;
+    assert_int_equal(kill(s_redis, SIGCONT), 0);
+    long after = s_connections(probe);
+    assert_int_equal(after - before, 1); /* c's one attempt; the probe's own is in before */
+    assert_true(took < 10 * 500);
+    redisReply *r = NULL;
+    uint64_t deadline = clock_mono_ms() + 5000;
+    while (!r && clock_mono_ms() < deadline) {
+        r = redis_conn_command(c, 1, ping);
+        if (!r)
+            s_sleep_ms(50);
+    }
+    assert_non_null(r);
+    freeReplyObject(r);
+    redis_conn_destroy(&c);
+    redis_conn_destroy(&probe);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -470,6 +521,7 @@ int main(void)
         cmocka_unit_test(test_error_inside_transaction),
         cmocka_unit_test(test_reported_addresses),
         cmocka_unit_test(test_redis_down_then_back),
+        cmocka_unit_test(test_unresponsive_redis_held_off),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
