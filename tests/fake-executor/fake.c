@@ -390,8 +390,14 @@ static void s_advance(fake_t *self, fake_job_t *fj)
             for (size_t i = 0; i < job->n_instances; i++)
                 job_add_result(job, &job->instances[i], true, false, "stopped");
         } else {
-            for (size_t i = 0; i < job->n_instances; i++)
-                job_add_result(job, &job->instances[i], false, false, fj->error);
+            /* A failed scale up: what it started is stopped; an instance it found already
+             * running (and left alone) still runs, and is reported so. */
+            for (size_t i = 0; i < job->n_instances; i++) {
+                child_t *c = s_child(self, job->instances[i].name);
+                bool running = c && !c->kill_at;
+                job_add_result(job, &job->instances[i], false, running,
+                               running ? "already running; not started by this job" : fj->error);
+            }
         }
         fj->stopping = false;
         fj->n_started = 0;
