@@ -5,21 +5,19 @@ teardown still runs) before ctest's own kill."""
 
 import os
 import shutil
-import signal
 import sys
 import tempfile
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "common"))
 
 import e2e  # noqa: E402
+from glue import deadline_fixture, pytest_runtest_makereport, stack_factory  # noqa: E402,F401
 
-@pytest.hookimpl(tryfirst=True, hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    rep = outcome.get_result()
-    setattr(item, "rep_" + rep.when, rep)
+_deadline = deadline_fixture("TIDE_E2E_TIMEOUT", 240)
 
 
 @pytest.fixture(scope="session")
@@ -45,39 +43,7 @@ def engine():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-class TestTimeout(Exception):
-    pass
-
-
-@pytest.fixture(autouse=True)
-def _deadline():
-    limit = int(os.environ.get("TIDE_E2E_TIMEOUT", "240"))
-
-    def expired(signum, frame):
-        raise TestTimeout("test ran longer than %d s (TIDE_E2E_TIMEOUT)" % limit)
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(limit)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
-
-
 @pytest.fixture
 def make_stack(request, engine):
     """make_stack(name, **config overrides) -> e2e.Stack (closed after the test)."""
-    stacks = []
-
-    def factory(name=None, **kw):
-        s = e2e.Stack(name or request.node.name, **kw)
-        stacks.append(s)
-        return s
-
-    yield factory
-    failed = getattr(request.node, "rep_call", None) is None or request.node.rep_call.failed
-    problems = []
-    for s in stacks:
-        problems += s.close(failed=failed)
-    if problems and not failed:
-        pytest.fail("teardown problems:\n" + "\n".join(problems), pytrace=False)
-    elif problems:
-        print("\n[e2e] teardown problems:\n" + "\n".join(problems))
+    yield from stack_factory(request, e2e.Stack, "e2e")

@@ -52,10 +52,10 @@ class ProxyStack:
             self.wait_pool()
         return self
 
-    def close(self):
+    def close(self, failed=False):
         for e in self.evils:
             e.stop()
-        return self.st.close()
+        return self.st.close(failed=failed)
 
     def __enter__(self):
         return self
