@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "fsm.h"
+#include "test_fixtures.h"
 
 #define IDLE  TIDE__V1__STATE__STATE_IDLE
 #define BUSY  TIDE__V1__STATE__STATE_BUSY
@@ -29,18 +30,7 @@ static fsm_config_t s_cfg(void)
 {
     fsm_config_t c;
     memset(&c, 0, sizeof c);
-    c.policy = (policy_config_t){
-        .kind = POLICY_TARGET,
-        .min = 1,
-        .max = 10,
-        .target_rps = 100,
-        .panic_threshold = 2,
-        .max_step = 5,
-        .scale_up_rps = 100,
-        .scale_down_rps = 30,
-        .scale_down_delay_s = 30,
-        .stable_window_s = 60,
-    };
+    c.policy = test_policy_cfg(POLICY_TARGET);
     c.settle_ms = 2000;
     c.job_deadline_ms = 10000;
     c.deadline_grace_ms = 5000;

@@ -9,22 +9,11 @@
 #include <string.h>
 
 #include "policy.h"
+#include "test_fixtures.h"
 
 static policy_config_t s_cfg(policy_kind_t kind)
 {
-    policy_config_t c = {
-        .kind = kind,
-        .min = 1,
-        .max = 10,
-        .target_rps = 100,
-        .panic_threshold = 2,
-        .max_step = 5,
-        .scale_up_rps = 100,
-        .scale_down_rps = 30,
-        .scale_down_delay_s = 30,
-        .stable_window_s = 60,
-    };
-    return c;
+    return test_policy_cfg(kind);
 }
 
 static policy_input_t s_in(uint64_t now_ms, uint32_t current, double stable, double panic)
