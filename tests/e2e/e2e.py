@@ -18,10 +18,8 @@ The load generator is tests/integration/load.py, imported read-only.
 
 import json
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +32,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 from load import Load, results_after  # noqa: E402,F401 (re-exported for the tests)
+# The integration harness's generic parts: binaries, ports, the YAML writer, waiting.
+from harness import (SANITIZER_MARKERS, WaitTimeout, _die_with_parent,  # noqa: E402
+                     binary, free_port, free_port_range, write_yaml)
+import harness  # noqa: E402
 
 BIN_DIR = os.environ.get("TIDE_BIN_DIR") or os.path.join(REPO, "build", "bin")
 IMAGE = os.environ.get("TIDE_E2E_IMAGE", "tide-sample-app:e2e")
@@ -42,17 +44,6 @@ APP_BUILD_DIR = os.environ.get("TIDE_E2E_BUILD_DIR") or os.path.join(REPO, "buil
 # (and removed) by this prefix of their tide.service label.
 SERVICE_PREFIX = "e2e-"
 HOSTS = ("h1", "h2", "h3")
-
-SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
-                     "AddressSanitizer:DEADLYSIGNAL")
-
-
-def binary(name):
-    path = os.path.join(BIN_DIR, name)
-    if not os.access(path, os.X_OK):
-        raise AssertionError("binary %s not found (TIDE_BIN_DIR=%s): build it first" % (
-            name, BIN_DIR))
-    return path
 
 
 def docker(*args, timeout=60, check=True):
@@ -82,15 +73,6 @@ def containers(label_filter=None, all_states=True):
                     "state": c["State"]["Status"], "labels": c["Config"]["Labels"] or {},
                     "started": c["State"]["StartedAt"]})
     return out
-
-
-def _die_with_parent():
-    """preexec_fn: SIGTERM the child if the test process dies (ctest's timeout kill)."""
-    try:
-        import ctypes
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 # ---- the engine ------------------------------------------------------------------------------
@@ -153,62 +135,9 @@ class Engine:
         os.kill(self.pid, signal.SIGKILL)
 
 
-# ---- ports -----------------------------------------------------------------------------------
-
-_handed_out = set()
-
-
-def free_port():
-    for _ in range(100):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
-    raise RuntimeError("no free port")
-
-
-def _port_free(port):
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        s.bind(("127.0.0.1", port))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-
-def free_port_range(n):
-    """n consecutive free ports below the ephemeral range (instances start later; no outgoing
-    connection may hold one of them by then)."""
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            lo = int(f.read().split()[0])
-    except (OSError, ValueError):
-        lo = 32768
-    for _ in range(500):
-        base = random.randrange(10000, lo - n)
-        ports = range(base, base + n)
-        if not any(p in _handed_out for p in ports) and all(_port_free(p) for p in ports):
-            _handed_out.update(ports)
-            return base
-    raise RuntimeError("no range of %d free ports" % n)
-
-
 def http_get(port, path="/", timeout=3.0):
     """GET 127.0.0.1:port path on a fresh connection: (status, headers (lower-case), body)."""
-    import http.client
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
-    finally:
-        conn.close()
+    return harness.http_get("127.0.0.1", port, path, timeout)
 
 
 # ---- processes -------------------------------------------------------------------------------
@@ -255,30 +184,6 @@ class Proc:
         self.popen.wait(5)
 
 
-class WaitTimeout(AssertionError):
-    pass
-
-
-def yaml_scalar(v):
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    return json.dumps(str(v))
-
-
-def write_yaml(path, cfg):
-    lines = ["# tide.yml written by tests/e2e/e2e.py"]
-    for key, val in cfg.items():
-        if isinstance(val, dict):
-            lines.append("%s:" % key)
-            lines += ["  %s: %s" % (k, yaml_scalar(v)) for k, v in val.items()]
-        else:
-            lines.append("%s: %s" % (key, yaml_scalar(val)))
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
-
-
 class Stack:
     """A tide stack on the docker driver, in a temp dir."""
 
@@ -302,33 +207,18 @@ class Stack:
             for h in hosts:
                 f.write("%s ansible_connection=local ansible_host=127.0.0.1 "
                         "ansible_python_interpreter=/usr/bin/python3\n" % h)
-        self.cfg = {
-            "service": self.service,
-            "redis": {"host": "127.0.0.1", "port": self.ports["redis"],
-                      "connect_timeout_ms": 300, "command_timeout_ms": 1000},
-            "endpoints": {k: "tcp://127.0.0.1:%d" % self.ports[k] for k in (
-                "stats", "metrics", "scaler_events", "scaler_control", "executor_control",
-                "executor_events")},
-            "app": {"host": "127.0.0.1", "base_port": self.base_port,
-                    "name_prefix": "production", "health_path": "/health",
-                    "health_timeout_ms": 15000, "args": "--delay-ms 20 --concurrency 4",
-                    "image": IMAGE},
-            "proxy": {"listen": "127.0.0.1:%d" % self.ports["proxy"], "workers": 1,
-                      "stats_interval_ms": 250, "pool_poll_ms": 1000},
-            "metrics": {"listen": "127.0.0.1:%d" % self.ports["metrics_http"],
-                        "stable_window_s": 10, "panic_window_s": 3,
-                        "snapshot_interval_ms": 500, "stale_after_ms": 2000},
-            "scaler": {"policy": "target", "min": 1, "max": max_instances, "target_rps": 20,
-                       "panic_threshold": 2, "max_step": 5, "scale_down_delay_s": 3,
-                       "settle_ms": 500, "tick_ms": 100, "job_deadline_ms": 90000,
-                       "backoff_initial_ms": 2000, "backoff_max_ms": 8000,
-                       "drain_deadline_ms": 10000, "request_timeout_ms": 1500,
-                       "reconcile": "adopt"},
-            "executor": {"driver": "docker", "playbooks_dir": os.path.join(REPO, "playbooks"),
-                         "inventory": self.inventory,
-                         "state_dir": os.path.join(self.tmp, "executor"),
-                         "job_deadline_ms": 90000, "output_tail_lines": 40},
-        }
+        # The integration suite's settings, with the docker driver's slower jobs.
+        self.cfg = harness.stack_config(self.ports, self.base_port, max_instances, self.tmp,
+                                        service=self.service)
+        del self.cfg["app"]["command"]
+        self.cfg["app"].update({"health_timeout_ms": 15000, "image": IMAGE})
+        self.cfg["scaler"].update({"job_deadline_ms": 90000, "backoff_initial_ms": 2000,
+                                   "backoff_max_ms": 8000, "drain_deadline_ms": 10000,
+                                   "request_timeout_ms": 1500})
+        self.cfg["executor"].update({"driver": "docker",
+                                     "playbooks_dir": os.path.join(REPO, "playbooks"),
+                                     "inventory": self.inventory, "job_deadline_ms": 90000,
+                                     "output_tail_lines": 40})
         for section, vals in overrides.items():
             if isinstance(vals, dict):
                 self.cfg.setdefault(section, {}).update(vals)

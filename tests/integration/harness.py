@@ -367,6 +367,38 @@ class Proc:
         self.popen.wait(5)
 
 
+def stack_config(ports, base_port, max_instances, tmp, service="it"):
+    """The tide.yml every test stack starts from (as a dict of sections): short windows and
+    timeouts so scenarios run in seconds, the sample app as the service, the fake executor's
+    defaults. ports: the names below to free ports. tests/e2e builds on it."""
+    return {
+        "service": service,
+        "redis": {"host": "127.0.0.1", "port": ports["redis"],
+                  "connect_timeout_ms": 300, "command_timeout_ms": 1000},
+        "endpoints": {k: "tcp://127.0.0.1:%d" % ports[k] for k in (
+            "stats", "metrics", "scaler_events", "scaler_control", "executor_control",
+            "executor_events")},
+        "app": {"host": "127.0.0.1", "base_port": base_port,
+                "name_prefix": "production", "health_path": "/health",
+                "health_timeout_ms": 10000,
+                "command": os.path.join(BIN_DIR, "tide-sample-app"),
+                "args": "--delay-ms 20 --concurrency 4"},
+        "proxy": {"listen": "127.0.0.1:%d" % ports["proxy"], "workers": 1,
+                  "stats_interval_ms": 250, "pool_poll_ms": 1000},
+        "metrics": {"listen": "127.0.0.1:%d" % ports["metrics_http"],
+                    "stable_window_s": 10, "panic_window_s": 3,
+                    "snapshot_interval_ms": 500, "stale_after_ms": 2000},
+        "scaler": {"policy": "target", "min": 1, "max": max_instances, "target_rps": 20,
+                   "panic_threshold": 2, "max_step": 5, "scale_down_delay_s": 3,
+                   "settle_ms": 500, "tick_ms": 100, "job_deadline_ms": 15000,
+                   "backoff_initial_ms": 500, "backoff_max_ms": 4000,
+                   "drain_deadline_ms": 5000, "request_timeout_ms": 1000,
+                   "reconcile": "adopt"},
+        "executor": {"state_dir": os.path.join(tmp, "executor"),
+                     "job_deadline_ms": 15000},
+    }
+
+
 class WaitTimeout(AssertionError):
     pass
 
@@ -403,33 +435,7 @@ class Stack:
         return "tcp://127.0.0.1:%d" % self.ports[key]
 
     def default_config(self, max_instances):
-        bins = BIN_DIR
-        return {
-            "service": "it",
-            "redis": {"host": "127.0.0.1", "port": self.ports["redis"],
-                      "connect_timeout_ms": 300, "command_timeout_ms": 1000},
-            "endpoints": {k: self.endpoint(k) for k in (
-                "stats", "metrics", "scaler_events", "scaler_control", "executor_control",
-                "executor_events")},
-            "app": {"host": "127.0.0.1", "base_port": self.base_port,
-                    "name_prefix": "production", "health_path": "/health",
-                    "health_timeout_ms": 10000,
-                    "command": os.path.join(bins, "tide-sample-app"),
-                    "args": "--delay-ms 20 --concurrency 4"},
-            "proxy": {"listen": "127.0.0.1:%d" % self.ports["proxy"], "workers": 1,
-                      "stats_interval_ms": 250, "pool_poll_ms": 1000},
-            "metrics": {"listen": "127.0.0.1:%d" % self.ports["metrics_http"],
-                        "stable_window_s": 10, "panic_window_s": 3,
-                        "snapshot_interval_ms": 500, "stale_after_ms": 2000},
-            "scaler": {"policy": "target", "min": 1, "max": max_instances, "target_rps": 20,
-                       "panic_threshold": 2, "max_step": 5, "scale_down_delay_s": 3,
-                       "settle_ms": 500, "tick_ms": 100, "job_deadline_ms": 15000,
-                       "backoff_initial_ms": 500, "backoff_max_ms": 4000,
-                       "drain_deadline_ms": 5000, "request_timeout_ms": 1000,
-                       "reconcile": "adopt"},
-            "executor": {"state_dir": os.path.join(self.tmp, "executor"),
-                         "job_deadline_ms": 15000},
-        }
+        return stack_config(self.ports, self.base_port, max_instances, self.tmp)
 
     def write_config(self, path=None, cfg=None):
         write_yaml(path or self.config_path, cfg or self.cfg)
