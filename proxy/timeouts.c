@@ -1,6 +1,7 @@
 /* timeouts.c - many deadlines of a few fixed lengths on one libuv timer (see timeouts.h). */
 #include "timeouts.h"
 
+#include <assert.h>
 #include <stddef.h>
 
 static void s_on_timer(uv_timer_t *timer);
@@ -58,7 +59,7 @@ void timeouts_init(timeouts_t *self, uv_loop_t *loop, const uint64_t *len_ms, in
     self->cb = cb;
     self->nclasses = n < TIMEOUTS_CLASSES ? n : TIMEOUTS_CLASSES;
     for (int k = 0; k < self->nclasses; k++) {
-        self->len_ms[k] = len_ms[k];
+        self->len_ms[k] = len_ms[k] > 0 ? len_ms[k] : 1;
         list_init(&self->lists[k]);
     }
 }
@@ -80,6 +81,7 @@ static void s_append(list_node_t *head, list_node_t *node)
 
 void timeouts_set(timeouts_t *self, timeout_t *t, int cls)
 {
+    assert(cls >= 0 && cls < self->nclasses);
     list_remove(&t->node);
     t->due = uv_now(self->timer.loop) + self->len_ms[cls];
     bool was_empty = list_empty(&self->lists[cls]);

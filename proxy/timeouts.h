@@ -1,5 +1,5 @@
-/* timeouts.h - a worker's client timeouts: any number of deadlines, a few fixed lengths, one
- * libuv timer.
+/* timeouts.h - any number of deadlines of a few fixed lengths on one libuv timer (each proxy
+ * worker keeps its clients' timeouts in one).
  *
  * Each length (a "class": the idle keep-alive timeout, the header timeout, ...) has its own
  * list. An entry set in a class is due at now + that length and goes to the tail of the
@@ -31,6 +31,8 @@ typedef struct timeouts timeouts_t;
 /* Called for an entry that came due; it is no longer set (it may be set again). */
 typedef void (*timeout_cb)(timeouts_t *tos, timeout_t *t);
 
+/* Public, and set up with init/close rather than new/destroy, because, like the libuv handle
+ * it holds, it lives inside its owner (the worker) and is closed through the loop. */
 struct timeouts {
     uv_timer_t timer;
     uint64_t armed_for; /* the due time the timer is running for; 0: not running */
@@ -41,7 +43,8 @@ struct timeouts {
 };
 
 /* Starts empty on loop with the lengths (ms) of n classes (n <= TIMEOUTS_CLASSES); class k
- * is len_ms[k]. cb is called for each entry that comes due. */
+ * is len_ms[k] (0 counts as 1 ms, so an entry set again from cb is never due at once). cb is
+ * called for each entry that comes due. */
 void timeouts_init(timeouts_t *self, uv_loop_t *loop, const uint64_t *len_ms, int n, timeout_cb cb);
 
 /* Prepares an entry (not set). */

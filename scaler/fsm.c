@@ -49,6 +49,7 @@ struct _fsm_t {
     uint64_t pool_since[NAMES_MAX];    /* when it (last) joined the pool */
     uint64_t checked_ok_ms[NAMES_MAX]; /* when a health check last found it healthy */
     uint64_t last_check_ms;            /* the last list (reconcile or health check) ended */
+    bool check_periodic;               /* the health check in flight had no suspect */
     uint32_t current;
     uint64_t pool_version;
 
@@ -199,8 +200,10 @@ static void s_new_job(fsm_t *self, Tide__V1__JobKind kind)
 static void s_send(fsm_t *self, uint64_t now_ms, fsm_actions_t *acts)
 {
     self->job_sent = true;
+    /* A recovered job's kind is unknown: it may be a scale up in its cleanup run. */
+    bool may_clean_up = self->job.kind == K_UP || self->busy == B_RECOVER;
     self->job_deadline_ms = now_ms + self->cfg.job_deadline_ms + self->cfg.deadline_grace_ms +
-                            (self->job.kind == K_UP ? self->cfg.up_cleanup_ms : 0);
+                            (may_clean_up ? self->cfg.up_cleanup_ms : 0);
     self->next_poll_ms = now_ms + self->cfg.poll_ms;
     acts->send_job = true;
 }
@@ -368,10 +371,9 @@ static uint32_t s_suspects(const fsm_t *self, uint16_t *idx)
     return n;
 }
 
-/* A health check is due: a suspect in the pool and the gap since the last check passed, or the
- * periodic interval passed. */
-/* A check of suspects comes before any scaling (the count may be wrong); a periodic one only
- * when the policy wants no change, so it never delays a scale up. */
+/* A health check is due: a suspect in the pool and the gap since the last check passed (this
+ * comes before any scaling: the count may be wrong), or the periodic interval passed and the
+ * policy wants no change (so a periodic check never starts in the way of a scale up). */
 static bool s_check_due(const fsm_t *self, uint64_t now_ms)
 {
     uint16_t idx[NAMES_MAX];
@@ -387,6 +389,7 @@ static void s_start_check(fsm_t *self, uint64_t now_ms, fsm_actions_t *acts)
     uint32_t n = s_suspects(self, idx);
     s_new_job(self, K_LIST);
     self->busy = B_CHECK;
+    self->check_periodic = n == 0;
     s_send(self, now_ms, acts);
     char names[128];
     if (n > 0)
@@ -678,9 +681,18 @@ static void s_apply_check(fsm_t *self, const fsm_job_result_t *r, uint64_t now_m
 static void s_check_failed(fsm_t *self, const char *why, uint64_t now_ms, fsm_actions_t *acts)
 {
     memset(self->suspect, 0, sizeof self->suspect);
-    uint64_t delay = s_backoff(self, now_ms, why);
     s_clear_job(self);
     self->last_check_ms = now_ms;
+    if (self->check_periodic) {
+        /* Nothing was suspected: the failure says nothing about scaling. It neither backs off
+         * the next scale up nor counts against it; the next check comes after the interval. */
+        snprintf(self->last_error, sizeof self->last_error, "%s", why);
+        s_trans(self, s_stable_state(self), now_ms, acts,
+                "periodic health check failed: %s; pool unchanged, next in %u ms", why,
+                self->cfg.check_interval_ms);
+        return;
+    }
+    uint64_t delay = s_backoff(self, now_ms, why);
     s_trans(self, s_stable_state(self), now_ms, acts,
             "health check failed: %s; pool unchanged, retry after %llu ms", why,
             (unsigned long long)delay);

@@ -1395,9 +1395,63 @@ static void test_check_periodic_after_scale_up(void **state)
     fsm_destroy(&f);
 }
 
+/* A periodic check that fails (the executor refuses the list, say) suspected nothing: it
+ * does not back off or count against the next scale up, which goes out at once. */
+static void test_check_periodic_failure_does_not_hold_scaling(void **state)
+{
+    (void)state;
+    uint64_t now;
+    fsm_t *f = s_up_periodic(&now);
+    fsm_actions_t a;
+    fsm_on_tick(f, 11000, false, &a);
+    assert_true(a.send_job);
+    assert_int_equal(fsm_job(f)->kind, K_LIST);
+    fsm_on_job_error(f, fsm_job(f)->id, FSM_ERR_UNREACHABLE, "no reply", 11100, &a);
+    assert_true(s_reason_has(&a, "periodic health check failed"));
+    fsm_status_t st;
+    fsm_status(f, &st);
+    assert_int_equal(st.failures, 0);
+    assert_int_equal(st.backoff_until_ms, 0);
+    fsm_on_snapshot(f, 300, 300, 60, 11200, &a); /* load for 3 */
+    assert_true(a.send_job);
+    assert_int_equal(fsm_job(f)->kind, K_UP);
+    fsm_destroy(&f);
+}
+
+/* A job recovered after a restart has an unknown kind: it may be a scale up in the executor's
+ * cleanup run, so the scaler waits as long as for one before asking for a list. */
+static void test_restore_job_waits_for_cleanup(void **state)
+{
+    (void)state;
+    fsm_config_t cfg = s_cfg();
+    cfg.up_cleanup_ms = 20000; /* deadline 10000 + grace 5000 + 20000 */
+    fsm_t *f = fsm_new(&cfg);
+    int pool[] = {0};
+    fsm_record_t *rec = s_record(pool, 1);
+    rec->state = BUSY;
+    snprintf(rec->job_id, sizeof rec->job_id, "old-run-4");
+    fsm_actions_t a;
+    fsm_restore(f, rec, 1000, &a);
+    free(rec);
+    fsm_job_result_t running = {.job_id = "old-run-4", .kind = K_UP, .state = J_RUN};
+    for (uint64_t t = 1250; t < 1000 + 35000; t += 250) {
+        fsm_on_tick(f, t, false, &a);
+        if (a.poll_job)
+            fsm_on_job_result(f, &running, t, &a);
+        assert_int_equal(fsm_state(f), BUSY);
+        assert_string_equal(fsm_job(f)->id, "old-run-4");
+    }
+    fsm_on_tick(f, 1000 + 35000, false, &a);
+    assert_true(a.send_job); /* no outcome: the list tells what runs */
+    assert_int_equal(fsm_job(f)->kind, K_LIST);
+    fsm_destroy(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_check_periodic_failure_does_not_hold_scaling),
+        cmocka_unit_test(test_restore_job_waits_for_cleanup),
         cmocka_unit_test(test_check_periodic_after_scale_up),
         cmocka_unit_test(test_scale_up_deadline_waits_for_cleanup),
         cmocka_unit_test(test_restore_empty_lists_first),

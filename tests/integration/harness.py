@@ -393,7 +393,10 @@ def stack_config(ports, base_port, max_instances, tmp, service="it"):
                    "settle_ms": 500, "tick_ms": 100, "job_deadline_ms": 15000,
                    "backoff_initial_ms": 500, "backoff_max_ms": 4000,
                    "drain_deadline_ms": 5000, "request_timeout_ms": 1000,
-                   "reconcile": "adopt"},
+                   "reconcile": "adopt",
+                   # Off: a periodic list at an arbitrary moment would race the scenarios that
+                   # watch for a particular job or check; test_health_check turns it on.
+                   "health_check_interval_s": 0},
         "executor": {"state_dir": os.path.join(tmp, "executor"),
                      "job_deadline_ms": 15000},
     }

@@ -28,17 +28,22 @@ def test_dead_instance_replaced_without_traffic(make_stack):
     os.kill(old_pid, signal.SIGKILL)
     t_kill = time.monotonic()
 
-    # Found by a periodic list (no request was sent, so no error rate points at it).
-    found = st.wait_until(
-        lambda: [m for m in watch.msgs("scaler.state")
-                 if "health check" in m.get("reason", "") and "not running: " + victim
-                 in m.get("reason", "")],
-        3 * INTERVAL_S + 10, "a health check reporting %s not running" % victim)
-    checks = [m for m in watch.msgs("scaler.state")
-              if m.get("reason", "").startswith("health check: periodic")]
-    assert checks, "the list that found it should be a periodic one: %r" % [
-        m.get("reason") for m in watch.msgs("scaler.state")]
-    print("found:", found[0].get("reason"), "after %.1fs" % (time.monotonic() - t_kill))
+    # Found by a periodic list (no request was sent, so no error rate points at it): the
+    # transition that reports it ends the BUSY that a "health check: periodic" one began.
+    def found_by_periodic():
+        states = watch.msgs("scaler.state")
+        for i, m in enumerate(states):
+            reason = m.get("reason", "")
+            if "health check" in reason and "not running: " + victim in reason:
+                began = [x.get("reason", "") for x in states[:i]
+                         if x.get("state") == "STATE_BUSY"]
+                return (reason, began[-1] if began else None)
+        return None
+    reason, began = st.wait_until(found_by_periodic, 3 * INTERVAL_S + 10,
+                                  "a health check reporting %s not running" % victim)
+    assert began and began.startswith("health check: periodic"), \
+        "the list that found %s should be a periodic one; it began with %r" % (victim, began)
+    print("found:", reason, "after %.1fs" % (time.monotonic() - t_kill))
 
     # Replaced: two instances again, each answering as itself, the dead one's port served by
     # a new process (or the replacement on another port).
