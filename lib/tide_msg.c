@@ -204,8 +204,7 @@ const ProtobufCMessageDescriptor *msg_descriptor(const char *topic)
     return NULL;
 }
 
-ProtobufCMessage *msg_decode(const char *topic, const uint8_t *data, size_t len,
-                             const char **why)
+ProtobufCMessage *msg_decode(const char *topic, const uint8_t *data, size_t len, const char **why)
 {
     const ProtobufCMessageDescriptor *desc = msg_descriptor(topic);
     if (!desc) {
@@ -246,8 +245,15 @@ static int s_drop(const char *kind, const char *detail)
 
 int msg_recv(zsock_t *sock, msg_in_t *in)
 {
+    return msg_recv_raw(sock, in, NULL);
+}
+
+int msg_recv_raw(zsock_t *sock, msg_in_t *in, zmsg_t **raw)
+{
     in->msg = NULL;
     in->topic[0] = '\0';
+    if (raw)
+        *raw = NULL;
     zmsg_t *zm = zmsg_recv_nowait(sock);
     if (!zm)
         return -EAGAIN;
@@ -273,14 +279,17 @@ int msg_recv(zsock_t *sock, msg_in_t *in)
     in->msg = msg_decode(in->topic, zframe_data(pf), zframe_size(pf), &why);
     if (!in->msg) {
         /* The kind names the failure, not the topic text, which an attacker controls. */
-        rc = s_drop(strcmp(why, "unknown topic") == 0 ? "unknown-topic"
+        rc = s_drop(strcmp(why, "unknown topic") == 0            ? "unknown-topic"
                     : strcmp(why, "protobuf decode failed") == 0 ? "protobuf"
-                    : strcmp(why, "frame too large") == 0 ? "oversized"
-                                                          : "bad-values",
+                    : strcmp(why, "frame too large") == 0        ? "oversized"
+                                                                 : "bad-values",
                     why);
     }
 done:
-    zmsg_destroy(&zm);
+    if (rc == 0 && raw)
+        *raw = zm;
+    else
+        zmsg_destroy(&zm);
     return rc;
 }
 

@@ -21,10 +21,10 @@
 #define TOPIC_SCALER_POOL     "scaler.pool"
 #define TOPIC_EXEC_JOB        "exec.job"
 /* Request/reply "topics" (first frame on REQ/REP sockets). */
-#define TOPIC_CONTROL_REQ     "scaler.control"
-#define TOPIC_CONTROL_REP     "scaler.control.reply"
-#define TOPIC_EXEC_REQ        "exec.request"
-#define TOPIC_EXEC_REP        "exec.reply"
+#define TOPIC_CONTROL_REQ "scaler.control"
+#define TOPIC_CONTROL_REP "scaler.control.reply"
+#define TOPIC_EXEC_REQ    "exec.request"
+#define TOPIC_EXEC_REP    "exec.reply"
 
 /* Frames larger than this are dropped unread (a ProxyStats for 1000 instances is ~100 KB). */
 #define MSG_MAX_FRAME (4u << 20)
@@ -59,13 +59,17 @@ typedef struct {
  * and -EBADMSG is returned with in->msg NULL. -EAGAIN when nothing could be read. */
 int msg_recv(zsock_t *sock, msg_in_t *in);
 
+/* msg_recv that also hands back the frames as received, on success only (*raw is NULL
+ * otherwise): a forwarder sends them on unchanged (zmsg_send) instead of packing in->msg
+ * again. The caller owns *raw (zmsg_send or zmsg_destroy). */
+int msg_recv_raw(zsock_t *sock, msg_in_t *in, zmsg_t **raw);
+
 /* Frees in->msg and sets it to NULL; nothing on NULL. */
 void msg_in_free(msg_in_t *in);
 
 /* Decodes bytes as the type of topic and checks values. Returns the message (caller frees with
  * protobuf_c_message_free_unpacked) or NULL, with a static reason in *why. */
-ProtobufCMessage *msg_decode(const char *topic, const uint8_t *data, size_t len,
-                             const char **why);
+ProtobufCMessage *msg_decode(const char *topic, const uint8_t *data, size_t len, const char **why);
 
 /* The protobuf descriptor for topic, or NULL for an unknown topic. */
 const ProtobufCMessageDescriptor *msg_descriptor(const char *topic);

@@ -45,12 +45,12 @@ static zsock_t *s_socket(int type, const char *endpoint, bool bind, const char *
     return sock;
 }
 
-static void s_on_stats(service_t *self, msg_in_t *in)
+static void s_on_stats(service_t *self, msg_in_t *in, zmsg_t **raw)
 {
-    /* Republished for the scaler (draining) and tidectl. msg_send repacks the decoded
-     * message; protobuf-c packs canonically and keeps unknown fields, so the bytes equal the
-     * proxy's (also protobuf-c). */
-    msg_send(self->pub, TOPIC_STATS, in->msg);
+    /* Republished for the scaler (draining) and tidectl: the proxy's frames as they came,
+     * once msg_recv_raw has checked them (nothing malformed is passed on). */
+    if (zmsg_send(raw, self->pub) != 0)
+        zmsg_destroy(raw);
     const Tide__V1__ProxyStats *st = (const void *)in->msg;
     agg_result_t r = agg_on_stats(self->agg, st, clock_mono_ms());
     char q[200];
@@ -84,14 +84,15 @@ static void s_drain(service_t *self, zsock_t *sock)
 {
     for (int i = 0; i < DRAIN_BATCH; i++) {
         msg_in_t in;
-        int rc = msg_recv(sock, &in);
+        zmsg_t *raw = NULL;
+        int rc = msg_recv_raw(sock, &in, &raw);
         if (rc == -EAGAIN)
             return;
         if (rc != 0)
-            continue; /* dropped and counted by msg_recv */
+            continue; /* dropped and counted by msg_recv_raw */
         if (sock == self->stats) {
             if (strcmp(in.topic, TOPIC_STATS) == 0)
-                s_on_stats(self, &in);
+                s_on_stats(self, &in, &raw);
             else
                 log_once_per_kind("metrics-unexpected-topic",
                                   "ignored a message that does not belong on the stats socket",
@@ -99,6 +100,7 @@ static void s_drain(service_t *self, zsock_t *sock)
         } else {
             prom_on_event(&self->gauges, in.topic, in.msg);
         }
+        zmsg_destroy(&raw); /* not forwarded */
         msg_in_free(&in);
     }
 }

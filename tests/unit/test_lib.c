@@ -282,16 +282,64 @@ static void test_msg_socket(void **state)
     zsock_destroy(&pull);
 }
 
+/* msg_recv_raw hands back the frames exactly as sent (a forwarder passes the sender's bytes
+ * on, with fields this build does not know), and nothing for a dropped message. */
+static void test_msg_recv_raw(void **state)
+{
+    (void)state;
+    zsock_t *pull = zsock_new_pull("inproc://test-msg-raw");
+    zsock_t *push = zsock_new_push("inproc://test-msg-raw");
+    assert_non_null(pull);
+    assert_non_null(push);
+    msg_sender_t s;
+    msg_sender_init(&s, "test", "1");
+    Tide__V1__ProxyStats st = TIDE__V1__PROXY_STATS__INIT;
+    st.header = msg_sender_next(&s);
+    st.pool_version = 7;
+    uint8_t bytes[512];
+    size_t len = protobuf_c_message_pack(&st.base, bytes);
+    bytes[len++] = (15 << 3) | 0; /* field 15, varint: unknown to ProxyStats */
+    bytes[len++] = 42;
+    zstr_sendm(push, TOPIC_STATS);
+    zframe_t *f = zframe_new(bytes, len);
+    zframe_send(&f, push, 0);
+    zstr_sendm(push, TOPIC_STATS);
+    zstr_send(push, "garbage");
+
+    msg_in_t in;
+    zmsg_t *raw = NULL;
+    zpoller_t *p = zpoller_new(pull, NULL);
+    assert_non_null(zpoller_wait(p, 1000));
+    assert_int_equal(msg_recv_raw(pull, &in, &raw), 0);
+    assert_int_equal(((Tide__V1__ProxyStats *)in.msg)->pool_version, 7);
+    assert_non_null(raw);
+    assert_int_equal(zmsg_size(raw), 2);
+    zframe_t *payload = zmsg_last(raw);
+    assert_int_equal(zframe_size(payload), len);
+    assert_memory_equal(zframe_data(payload), bytes, len);
+    zmsg_destroy(&raw);
+    msg_in_free(&in);
+
+    assert_non_null(zpoller_wait(p, 1000));
+    raw = (zmsg_t *)1; /* set to NULL by the call */
+    assert_int_equal(msg_recv_raw(pull, &in, &raw), -EBADMSG);
+    assert_null(raw);
+    assert_null(in.msg);
+    zpoller_destroy(&p);
+    zsock_destroy(&push);
+    zsock_destroy(&pull);
+}
+
 int main(void)
 {
     assert_non_null(mkdtemp(s_dir));
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_config_defaults),     cmocka_unit_test(test_config_values_and_paths),
-        cmocka_unit_test(test_config_errors),       cmocka_unit_test(test_config_missing_file),
-        cmocka_unit_test(test_config_long_path),
-        cmocka_unit_test(test_config_default_roundtrip), cmocka_unit_test(test_window),
-        cmocka_unit_test(test_hist),                cmocka_unit_test(test_msg_decode),
-        cmocka_unit_test(test_msg_socket),
+        cmocka_unit_test(test_config_defaults),  cmocka_unit_test(test_config_values_and_paths),
+        cmocka_unit_test(test_config_errors),    cmocka_unit_test(test_config_missing_file),
+        cmocka_unit_test(test_config_long_path), cmocka_unit_test(test_config_default_roundtrip),
+        cmocka_unit_test(test_window),           cmocka_unit_test(test_hist),
+        cmocka_unit_test(test_msg_decode),       cmocka_unit_test(test_msg_socket),
+        cmocka_unit_test(test_msg_recv_raw),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[300];
