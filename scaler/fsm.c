@@ -568,13 +568,9 @@ static void s_apply_recovered(fsm_t *self, const fsm_job_result_t *r, uint64_t n
     s_start_list(self, now_ms, acts);
 }
 
-/* The list of running instances is the truth: pool entries that do not run are dropped,
- * running instances outside the pool are adopted (when healthy and the policy says so) or
- * stopped. Afterwards instances == the pool. */
-static void s_apply_list(fsm_t *self, const fsm_job_result_t *r, uint64_t now_ms,
-                         fsm_actions_t *acts)
+/* A list job's results as two tables by instance index: running, and healthy (if running). */
+static void s_list_results(const fsm_job_result_t *r, bool *running, bool *healthy)
 {
-    bool running[NAMES_MAX] = {false}, healthy[NAMES_MAX] = {false};
     for (size_t i = 0; i < r->n_results; i++) {
         const fsm_result_t *x = &r->results[i];
         if (s_valid(x->index) && x->running) {
@@ -582,6 +578,30 @@ static void s_apply_list(fsm_t *self, const fsm_job_result_t *r, uint64_t now_ms
             healthy[x->index] = x->ok;
         }
     }
+}
+
+/* Instance i runs outside the pool and is not being stopped: it joins the pool (returns true)
+ * when adopting is configured and it is healthy, else it goes on the stop list. Past
+ * scaler.max (the config was lowered, or someone started it by hand) it is never adopted: the
+ * policy could not keep it, it would only be drained again. */
+static bool s_adopt_or_stop(fsm_t *self, int i, bool healthy, uint64_t now_ms)
+{
+    if (self->cfg.reconcile_adopt && healthy && (uint32_t)i < self->cfg.policy.max) {
+        s_join(self, i, now_ms);
+        return true;
+    }
+    self->stopping[i] = true;
+    return false;
+}
+
+/* The list of running instances is the truth: pool entries that do not run are dropped,
+ * running instances outside the pool are adopted (when healthy and the policy says so) or
+ * stopped. Afterwards instances == the pool. */
+static void s_apply_list(fsm_t *self, const fsm_job_result_t *r, uint64_t now_ms,
+                         fsm_actions_t *acts)
+{
+    bool running[NAMES_MAX] = {false}, healthy[NAMES_MAX] = {false};
+    s_list_results(r, running, healthy);
     uint32_t removed = 0, adopted = 0;
     for (int i = 0; i < NAMES_MAX; i++) {
         if (self->in_pool[i] && !running[i]) {
@@ -590,16 +610,8 @@ static void s_apply_list(fsm_t *self, const fsm_job_result_t *r, uint64_t now_ms
         }
         if (self->stopping[i] && !running[i])
             self->stopping[i] = false; /* already gone */
-        if (running[i] && !self->in_pool[i] && !self->stopping[i]) {
-            /* Past scaler.max (the config was lowered, or someone started it by hand) it is
-             * never adopted: the policy could not keep it, it would only be drained again. */
-            if (self->cfg.reconcile_adopt && healthy[i] && (uint32_t)i < self->cfg.policy.max) {
-                s_join(self, i, now_ms);
-                adopted++;
-            } else {
-                self->stopping[i] = true;
-            }
-        }
+        if (running[i] && !self->in_pool[i] && !self->stopping[i])
+            adopted += s_adopt_or_stop(self, i, healthy[i], now_ms);
     }
     s_recount(self);
     /* Always rewrite the pool: the instances key and the pool agree from here on. */
@@ -622,13 +634,7 @@ static void s_apply_check(fsm_t *self, const fsm_job_result_t *r, uint64_t now_m
                           fsm_actions_t *acts)
 {
     bool running[NAMES_MAX] = {false}, healthy[NAMES_MAX] = {false};
-    for (size_t i = 0; i < r->n_results; i++) {
-        const fsm_result_t *x = &r->results[i];
-        if (s_valid(x->index) && x->running) {
-            running[x->index] = true;
-            healthy[x->index] = x->ok;
-        }
-    }
+    s_list_results(r, running, healthy);
     /* Under overload every instance may miss its health deadline; removing them all would turn
      * slow answers into 503s for everyone. Unhealthy-but-running instances are only removed
      * while at least one healthy one stays in the pool. */
@@ -653,13 +659,10 @@ static void s_apply_check(fsm_t *self, const fsm_job_result_t *r, uint64_t now_m
         } else if (self->stopping[i] && !running[i]) {
             self->stopping[i] = false; /* already gone */
         } else if (running[i] && !self->in_pool[i] && !self->stopping[i]) {
-            if (self->cfg.reconcile_adopt && healthy[i] && (uint32_t)i < self->cfg.policy.max) {
-                s_join(self, i, now_ms);
+            if (s_adopt_or_stop(self, i, healthy[i], now_ms))
                 adopted++;
-            } else {
-                self->stopping[i] = true;
+            else
                 strays++;
-            }
         }
     }
     memset(self->suspect, 0, sizeof self->suspect);
