@@ -30,6 +30,7 @@
 #include "tide_log.h"
 #include "tide_msg.h"
 #include "tide_redis.h"
+#include "test_fixtures.h"
 
 #ifndef TIDE_SCALER_BIN
 #error "TIDE_SCALER_BIN must name the tide-scaler binary"
@@ -134,14 +135,7 @@ static redis_conn_t *s_conn(void)
 
 static bool s_redis_up(void)
 {
-    redis_conn_t *c = s_conn();
-    const char *argv[] = {"PING"};
-    redisReply *r = redis_conn_command(c, 1, argv);
-    bool ok = r && r->type == REDIS_REPLY_STATUS;
-    if (r)
-        freeReplyObject(r);
-    redis_conn_destroy(&c);
-    return ok;
+    return test_redis_ping(s_ports[0]);
 }
 
 static void s_start_scaler(void)

@@ -25,6 +25,7 @@
 #include "tide_clock.h"
 #include "tide_log.h"
 #include "tide_redis.h"
+#include "test_fixtures.h"
 
 static char s_dir[] = "/tmp/tide-test-store-XXXXXX";
 static int s_port;
@@ -85,14 +86,7 @@ static int s_start_redis(void)
             s_redis = -1;
             return -1;
         }
-        redis_conn_t *c = s_conn();
-        const char *argv[] = {"PING"};
-        redisReply *r = redis_conn_command(c, 1, argv);
-        bool ok = r && r->type == REDIS_REPLY_STATUS;
-        if (r)
-            freeReplyObject(r);
-        redis_conn_destroy(&c);
-        if (ok)
+        if (test_redis_ping(s_port))
             return 0;
         s_sleep_ms(50);
     }
