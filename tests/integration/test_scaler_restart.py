@@ -4,9 +4,13 @@ instance: the fake executor's children are exactly the pool's names, each pool p
 with its own name, and nothing else listens in the instance port range. Done twice: once while
 the stack is steady, once while a (slowed) scale-up job is in flight."""
 
-import time
-
 from load import Load
+
+
+def scale_ups(watch, before=None):
+    """The scaler.state transitions that start a scale-up (of the first `before` ones)."""
+    reasons = [m.get("reason", "") for m in watch.msgs("scaler.state")][:before]
+    return [r for r in reasons if r.startswith("scale up ") and "succeeded" not in r]
 
 
 def consistent(st, count):
@@ -67,6 +71,9 @@ def test_scaler_restart(make_stack):
                   "pool" % (version_before, st.pool_version()))
 
         # ---- 2: SIGKILL while a scale-up job is in flight ------------------------------
+        watch = st.watch()
+        st.wait_until(lambda: watch.msgs("metrics.snapshot"), 10,
+                      "tidectl watch receives messages")
         print("\nfake 'delay 3000' ->", st.fake_cmd("delay 3000"))
         load.set_rate(90)  # ceil(90/20) = 5
         busy = st.wait_until(
@@ -75,11 +82,22 @@ def test_scaler_restart(make_stack):
         print("killing the scaler during job %s: %r" % (busy["job_id"], busy))
         st.scaler.kill()
         assert st.instances() == 3, "instances changed before the job finished"
-        time.sleep(0.5)  # restart while the delayed job is still running in the executor
-        st.scaler = st.daemon("tide-scaler")
+        ups_at_kill = len(scale_ups(watch))
+        st.scaler = st.daemon("tide-scaler")  # the delayed job still runs in the executor
         st.wait_until(lambda: st.instances() == 5 and len(st.pool()) == 5, 45,
                       "after the restart the system reaches 5 instances")
         st.wait_until(lambda: st.status()["state"] == "STATE_UP", 15, "STATE_UP at 5")
+        # The new scaler took the old job over: it asked the executor for that job's outcome
+        # before starting any scale-up of its own (one of its own may follow: the old job
+        # did not reach 5).
+        reasons = [m.get("reason", "") for m in watch.msgs("scaler.state")]
+        took_over = [i for i, r in enumerate(reasons)
+                     if r.startswith("reconcile: previous job %s " % busy["job_id"])]
+        assert took_over, "the restarted scaler should reconcile job %s; transitions: %r" % (
+            busy["job_id"], reasons)
+        assert len(scale_ups(watch, took_over[0])) == ups_at_kill, \
+            "a scale-up started before the old job %s was reconciled: %r" % (
+                busy["job_id"], reasons)
         print("fake 'reset' ->", st.fake_cmd("reset"))
         st.hold(lambda: st.instances() == 5 and len(st.pool()) == 5, 3, "5 instances hold")
         consistent(st, 5)
