@@ -370,7 +370,7 @@ static void s_finish(upstream_conn_t *self)
     const upstream_cb_t *cb = self->cb;
     instance_t *inst = self->inst;
     self->owner = NULL;
-    bool reuse = self->keepalive && self->req_done && inst->in_pool &&
+    bool reuse = self->keepalive && self->req_done && !self->pending_err && inst->in_pool &&
                  inst->idle_count < (uint32_t)inst->opts->idle_max;
     if (reuse)
         s_make_idle(self);
@@ -788,8 +788,10 @@ void upstream_pause(upstream_conn_t *self)
         return;
     self->paused = true;
     s_stop_reading(self);
-    if (self->state == UP_ACTIVE)
-        uv_timer_stop(&self->timer); /* tide holds the response back, the instance is not late */
+    /* tide holds the response back, the instance is not late; but a send error waiting on the
+     * timer to be reported must still be reported. */
+    if (self->state == UP_ACTIVE && !self->pending_err)
+        uv_timer_stop(&self->timer);
 }
 
 void upstream_resume(upstream_conn_t *self)
