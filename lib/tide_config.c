@@ -176,16 +176,6 @@ static const centry_t s_schema[] = {
 
 #define SCHEMA_N (sizeof s_schema / sizeof s_schema[0])
 
-size_t config_schema_size(void)
-{
-    return SCHEMA_N;
-}
-
-const char *config_schema_name(size_t i)
-{
-    return i < SCHEMA_N ? s_schema[i].name : NULL;
-}
-
 /* Parses text as e's type into cfg. Returns NULL or a static description of what is wrong. */
 static const char *s_set(const centry_t *e, tide_config_t *cfg, const char *text, bool plain)
 {

@@ -125,10 +125,6 @@ int config_load(const char *path, tide_config_t *cfg, char *err, size_t errlen);
 /* Writes the commented default tide.yml (every key, its default and its doc line). */
 void config_write_default(FILE *out);
 
-/* Number of schema entries and the dotted name of entry i (for tests and docs). */
-size_t config_schema_size(void);
-const char *config_schema_name(size_t i);
-
 /* Parses the command line shared by every daemon: -c/--config FILE (default $TIDE_CONFIG or
  * ./tide.yml), --id ID, -h/--help. Loads the config; on any failure prints the reason to
  * stderr and exits 2, so a bad config stops the program before it does anything. Arguments it

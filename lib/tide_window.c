@@ -8,10 +8,10 @@
 struct _window_t {
     unsigned seconds, width;
     bool started;
-    uint64_t first_sec;  /* first second ever added: the start of coverage */
-    uint64_t head_sec;   /* newest second with a slot */
-    uint64_t *slot_sec;  /* seconds[i]: which second slot i holds */
-    uint64_t *values;    /* seconds x width counters */
+    uint64_t first_sec; /* first second ever added: the start of coverage */
+    uint64_t head_sec;  /* newest second with a slot */
+    uint64_t *slot_sec; /* seconds[i]: which second slot i holds */
+    uint64_t *values;   /* seconds x width counters */
 };
 
 window_t *window_new(unsigned seconds, unsigned width)
@@ -90,14 +90,4 @@ unsigned window_sum(const window_t *self, uint64_t now_sec, unsigned last, uint6
             out[k] += slot[k];
     }
     return covered;
-}
-
-unsigned window_width(const window_t *self)
-{
-    return self->width;
-}
-
-unsigned window_seconds(const window_t *self)
-{
-    return self->seconds;
 }

@@ -27,7 +27,4 @@ void window_add(window_t *self, uint64_t sec, const uint64_t *values);
  * nominal window, while the window is still filling. */
 unsigned window_sum(const window_t *self, uint64_t now_sec, unsigned last, uint64_t *out);
 
-unsigned window_width(const window_t *self);
-unsigned window_seconds(const window_t *self);
-
 #endif

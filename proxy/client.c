@@ -64,7 +64,6 @@ typedef struct {
     bool resp_started, resp_done;
     bool head_pending; /* the response head waits in scratch to leave with the first body bytes */
     body_mode_t resp_frame;
-    int status;
     uint64_t t0_us;
 } exchange_t;
 
@@ -495,7 +494,6 @@ static void s_local(client_t *c, int status)
     s_count_status(c, status, x->inst ? x->inst : x->last_inst);
     s_write1(c, s->data, s->len);
     if (x->active) {
-        x->status = status;
         x->resp_started = x->resp_done = true;
         if (close)
             x->keepalive = false;
@@ -606,7 +604,6 @@ static void s_tunnel_open(client_t *c, const upstream_head_t *h)
 {
     exchange_t *x = &c->x;
     x->resp_started = true;
-    x->status = 101;
     x->keepalive = false;
     s_count_status(c, 101, x->inst);
     s_count_latency(c);
@@ -672,7 +669,6 @@ static void s_up_head(void *owner, const upstream_head_t *h)
         return;
     }
     x->resp_started = true;
-    x->status = h->status;
     s_count_status(c, h->status, x->inst);
     s_trim(c); /* no replay once the instance has answered */
     switch (h->body) {

@@ -271,7 +271,6 @@ static void s_on_close(uv_handle_t *h)
     upstream_conn_t *self = h->data;
     if (--self->open_handles > 0)
         return;
-    self->inst->conns--;
     hdrs_free(&self->hdrs);
     buf_free(&self->reason);
     free(self);
@@ -323,11 +322,8 @@ static void s_fail(upstream_conn_t *self, upstream_err_t err, int uv_status)
 {
     void *owner = self->owner;
     const upstream_cb_t *cb = self->cb;
-    upstream_failure_t f = {.err = err,
-                            .reused = self->reused,
-                            .got_bytes = self->got_bytes,
-                            .head_done = self->head_done,
-                            .uv_status = uv_status};
+    upstream_failure_t f = {
+        .err = err, .reused = self->reused, .got_bytes = self->got_bytes, .uv_status = uv_status};
     s_close(self);
     if (owner)
         cb->on_error(owner, &f);
@@ -474,7 +470,6 @@ static int s_on_headers_complete(http_parser *p)
                          .reason_len = self->reason.len,
                          .hdrs = &self->hdrs,
                          .body = self->body,
-                         .keepalive = self->keepalive,
                          .upgrade = upgrade};
     self->cb->on_head(self->owner, &h);
     if (self->state != UP_ACTIVE)
@@ -654,7 +649,6 @@ int upstream_open(instance_t *inst, unsigned flags, void *owner, const upstream_
     self->shutdown_req.data = self;
     self->open_handles = 2;
     self->inst = inst;
-    inst->conns++;
     hdrs_init(&self->hdrs, inst->opts->max_header_size);
     http_parser_init(&self->parser, HTTP_RESPONSE);
     self->parser.data = self;
@@ -676,11 +670,6 @@ int upstream_open(instance_t *inst, unsigned flags, void *owner, const upstream_
 bool upstream_connected(const upstream_conn_t *self)
 {
     return self->state == UP_ACTIVE || self->state == UP_TUNNEL;
-}
-
-bool upstream_reused(const upstream_conn_t *self)
-{
-    return self->reused;
 }
 
 static void s_on_write(uv_write_t *req, int status)

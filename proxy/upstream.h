@@ -53,7 +53,6 @@ typedef struct instance {
     probe_t *probe;          /* while down (or after): the probe's timer and connection */
     upstream_conn_t *idle;   /* idle connections, most recent first */
     uint32_t idle_count;
-    uint32_t conns; /* open connections, idle or not */
     uv_loop_t *loop;
     const upstream_opts_t *opts;
     struct instance *next; /* the worker's list */
@@ -93,7 +92,6 @@ typedef struct {
     upstream_err_t err;
     bool reused;    /* the connection had served a request before (keep-alive) */
     bool got_bytes; /* any response byte had arrived */
-    bool head_done; /* the response head had been reported */
     int uv_status;  /* the libuv error, when there was one */
 } upstream_failure_t;
 
@@ -103,7 +101,6 @@ typedef struct {
     size_t reason_len;
     const hdrs_t *hdrs;
     body_mode_t body; /* how the instance frames the body */
-    bool keepalive;   /* the instance keeps the connection */
     bool upgrade;     /* 101 to an upgrade request: the connection becomes a tunnel */
 } upstream_head_t;
 
@@ -145,7 +142,6 @@ int upstream_open(instance_t *inst, unsigned flags, void *owner, const upstream_
                   upstream_conn_t **out);
 
 bool upstream_connected(const upstream_conn_t *self);
-bool upstream_reused(const upstream_conn_t *self);
 
 /* Queues chunk for writing (takes its own reference while it is queued). Only once connected
  * (or in a tunnel). */

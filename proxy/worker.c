@@ -394,11 +394,6 @@ stats_worker_t *worker_stats(worker_t *self)
     return self->st;
 }
 
-bool worker_draining(worker_t *self)
-{
-    return self->draining;
-}
-
 instance_t *worker_pick(worker_t *self, const instance_t *exclude)
 {
     if (self->n_active == 0)

@@ -47,7 +47,6 @@ void worker_destroy(worker_t **self_p);
 uv_loop_t *worker_loop(worker_t *self);
 const tide_config_t *worker_cfg(worker_t *self);
 stats_worker_t *worker_stats(worker_t *self);
-bool worker_draining(worker_t *self);
 
 /* The instance for the next request: the less loaded of two drawn at random (balancer.h),
  * never exclude, and instances marked down only when nothing else is left. NULL when the pool
