@@ -92,6 +92,11 @@ def test_job_failures(make_stack):
             "backoff_initial_ms is %d" % (gap1, BACKOFF)
         assert gap2 >= 2 * BACKOFF - CLOCK_SLACK, "retry 2 came %d ms after the second " \
             "failure; the backoff should have doubled to %d" % (gap2, 2 * BACKOFF)
+        # ...and not more than doubled: the retry goes out within a few ticks (100 ms) of
+        # the backoff's end.
+        assert gap1 <= BACKOFF + 1000 and gap2 <= 2 * BACKOFF + 1000, \
+            "retries came %d / %d ms after the failures; the backoff is %d then %d ms" % (
+                gap1, gap2, BACKOFF, 2 * BACKOFF)
         # The state machine went back to its previous stable state (IDLE) after each failure.
         tr = transitions(watch)
         back = [t for t in tr if t[0] == "STATE_BUSY" and t[1] == "STATE_IDLE"]
