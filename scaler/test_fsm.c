@@ -963,8 +963,9 @@ static void test_stale_metrics_hold(void **state)
     uint64_t now;
     fsm_t *f = s_up(2, &now);
     fsm_actions_t a;
-    fsm_on_snapshot(f, 200, 200, 60, now, &a);
-    /* the last snapshot said "wants 2"; metrics go silent. Nothing scales on old news. */
+    fsm_on_snapshot(f, 50, 50, 60, now, &a);
+    /* The last snapshot said "wants 1" (a scale down after scale_down_delay_s, 30 s, if it
+     * held); then metrics go silent. Nothing scales on old news. */
     for (uint64_t t = now; t < now + 120000; t += 250) {
         fsm_on_tick(f, t, false, &a);
         assert_false(a.send_job);
