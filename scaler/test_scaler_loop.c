@@ -756,6 +756,7 @@ static void test_scaler_loop(void **state)
 
     /* 7. the executor goes silent during a scale up: the request is retried, then given up;
      *    the instance it may have started is stopped once the executor is back */
+    before = F.nreq;
     F.silent = true;
     F.rps = 25; /* wants 3 */
     WAIT_FOR(s_seen_reason("executor unreachable"), 10000);
@@ -763,6 +764,8 @@ static void test_scaler_loop(void **state)
     F.silent = false;
     WAIT_FOR(s_pool_is(3), 15000);
     WAIT_FOR(s_running_count() == 3, 5000);
+    /* the leftover of the unanswered scale up was stopped (a SCALE_DOWN) before the retry */
+    assert_true(s_count_kind(TIDE__V1__JOB_KIND__JOB_SCALE_DOWN, before) >= 1);
 
     /* 8. kill -9 while a scale up runs: the restart asks the executor about that job, waits
      *    for it (polling), applies it, lists, and ends with the pool the job made: no second
