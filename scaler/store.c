@@ -9,6 +9,7 @@
 
 #include "names.h"
 #include "tide_log.h"
+#include "tide_msg.h"
 #include "tide_redis.h"
 
 struct _store_t {
@@ -139,20 +140,6 @@ static redisReply *s_transaction(store_t *self, const cmd_t *cmds, int n)
 
 /* ---- write ---------------------------------------------------------------------------------- */
 
-static const char *s_state_name(Tide__V1__State s)
-{
-    switch (s) {
-    case TIDE__V1__STATE__STATE_BUSY:
-        return "BUSY";
-    case TIDE__V1__STATE__STATE_READY:
-        return "READY";
-    case TIDE__V1__STATE__STATE_UP:
-        return "UP";
-    default:
-        return "IDLE";
-    }
-}
-
 int store_write(store_t *self, const fsm_record_t *rec, bool with_pool, uint64_t since_wall_ms,
                 uint64_t *version)
 {
@@ -187,7 +174,7 @@ int store_write(store_t *self, const fsm_record_t *rec, bool with_pool, uint64_t
     snprintf(num[6], sizeof num[6], "%u", rec->n_pool);
     const char *state_argv[] = {
         "HSET",     self->k_state,
-        "state",    s_state_name(rec->state),
+        "state",    msg_state_name(rec->state),
         "job_id",   rec->job_id,
         "since_ms", num[0],
         "desired",  num[1],
