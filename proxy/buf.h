@@ -7,6 +7,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <uv.h>
 
 typedef struct {
     char *data;
@@ -46,5 +47,10 @@ chunk_t *chunk_ref(chunk_t *self);
 
 /* Drops one reference (freeing the chunk on the last) and sets *self_p to NULL. */
 void chunk_unref(chunk_t **self_p);
+
+/* libuv alloc callback for every socket read of the proxy (clients and instances): one 64 KiB
+ * buffer per worker thread. Every read is handled before the next one starts and nobody keeps
+ * a pointer into it past the read callback (what must outlive it is copied into a chunk). */
+void buf_read_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b);
 
 #endif

@@ -95,16 +95,6 @@ typedef struct {
     client_t *c;
 } cwreq_t;
 
-static __thread char s_rbuf[64 * 1024]; /* see upstream.c: one per worker thread */
-
-static void s_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
-{
-    (void)h;
-    (void)suggested;
-    b->base = s_rbuf;
-    b->len = sizeof s_rbuf;
-}
-
 static void s_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b);
 static void s_advance(client_t *c);
 static void s_up_error(void *owner, const upstream_failure_t *f);
@@ -211,7 +201,7 @@ static void s_on_shutdown(uv_shutdown_t *req, int status)
      * does not reset the connection and destroy our last response before the client reads
      * it. */
     c->lingering = true;
-    if (uv_read_start((uv_stream_t *)&c->tcp, s_alloc, s_on_read) != 0) {
+    if (uv_read_start((uv_stream_t *)&c->tcp, buf_read_alloc, s_on_read) != 0) {
         s_close_handles(c);
         return;
     }
@@ -543,7 +533,7 @@ static void s_update_reading(client_t *c)
         want = !c->closing && !c->eof && !c->bp &&
                (!c->paused || c->pending.len - c->pending_off < PENDING_MAX);
     if (want && !c->reading) {
-        if (uv_read_start((uv_stream_t *)&c->tcp, s_alloc, s_on_read) == 0)
+        if (uv_read_start((uv_stream_t *)&c->tcp, buf_read_alloc, s_on_read) == 0)
             c->reading = true;
     } else if (!want && c->reading) {
         uv_read_stop((uv_stream_t *)&c->tcp);

@@ -55,18 +55,6 @@ typedef struct probe_conn {
     probe_t *probe; /* NULL once given up: the connect's result no longer matters */
 } probe_conn_t;
 
-/* One read buffer per worker thread: every read is handled before the next one starts, and
- * nobody keeps a pointer into it past the read callback. */
-static __thread char s_rbuf[64 * 1024];
-
-static void s_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
-{
-    (void)h;
-    (void)suggested;
-    b->base = s_rbuf;
-    b->len = sizeof s_rbuf;
-}
-
 instance_t *instance_new(uv_loop_t *loop, const upstream_opts_t *opts, const char *name,
                          const char *addr, stats_counters_t *stats)
 {
@@ -100,7 +88,8 @@ void instance_destroy(instance_t **self_p)
 
 /* ---- probes of instances marked down ---------------------------------------------------- */
 
-static void s_probe_conn_closed(uv_handle_t *h)
+/* Close callback of the probe's handles (its timer, its connections): frees their record. */
+static void s_free_data_on_close(uv_handle_t *h)
 {
     free(h->data);
 }
@@ -111,7 +100,7 @@ static void s_probe_drop_conn(probe_t *p)
     if (!p->conn)
         return;
     p->conn->probe = NULL;
-    uv_close((uv_handle_t *)&p->conn->tcp, s_probe_conn_closed);
+    uv_close((uv_handle_t *)&p->conn->tcp, s_free_data_on_close);
     p->conn = NULL;
 }
 
@@ -157,7 +146,7 @@ static void s_probe_on_connect(uv_connect_t *req, int status)
     if (!p)
         return; /* given up: s_probe_drop_conn closes the handle */
     p->conn = NULL;
-    uv_close((uv_handle_t *)&pc->tcp, s_probe_conn_closed);
+    uv_close((uv_handle_t *)&pc->tcp, s_free_data_on_close);
     uv_timer_stop(&p->timer);
     if (status == 0)
         instance_connect_ok(p->inst);
@@ -193,7 +182,7 @@ static void s_probe_fire(uv_timer_t *t)
     }
     rc = uv_tcp_connect(&pc->req, &pc->tcp, (const struct sockaddr *)&inst->sa, s_probe_on_connect);
     if (rc != 0) {
-        uv_close((uv_handle_t *)&pc->tcp, s_probe_conn_closed);
+        uv_close((uv_handle_t *)&pc->tcp, s_free_data_on_close);
         s_probe_failed(inst, rc);
         return;
     }
@@ -248,18 +237,13 @@ void instance_set_in_pool(instance_t *self, bool in_pool)
     }
 }
 
-static void s_probe_closed(uv_handle_t *h)
-{
-    free(h->data);
-}
-
 void instance_shutdown(instance_t *self)
 {
     self->in_pool = false;
     s_close_idle(self);
     if (self->probe) {
         s_probe_drop_conn(self->probe);
-        uv_close((uv_handle_t *)&self->probe->timer, s_probe_closed);
+        uv_close((uv_handle_t *)&self->probe->timer, s_free_data_on_close);
         self->probe = NULL;
     }
 }
@@ -579,7 +563,7 @@ static void s_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 
 static void s_start_reading(upstream_conn_t *self)
 {
-    if (!self->reading && uv_read_start((uv_stream_t *)&self->tcp, s_alloc, s_on_read) == 0)
+    if (!self->reading && uv_read_start((uv_stream_t *)&self->tcp, buf_read_alloc, s_on_read) == 0)
         self->reading = true;
 }
 
