@@ -161,7 +161,8 @@ static void s_attempt_end(client_t *c)
     c->x.inst = NULL;
 }
 
-/* Drops the exchange without a response (the connection is going away). */
+/* Ends the exchange: releases its upstream connection, attempt and queued request bytes
+ * (after its response, or without one when the connection is going away). */
 static void s_exchange_drop(client_t *c)
 {
     if (!c->x.active)
@@ -1108,14 +1109,9 @@ static void s_execute(client_t *c, const char *data, size_t len, bool from_pendi
 
 static void s_end_exchange(client_t *c)
 {
-    exchange_t *x = &c->x;
     s_count_latency(c);
-    bool keep = x->keepalive && !c->drain;
-    upstream_abort(&x->up);
-    s_attempt_end(c);
-    s_queue_free(c);
-    STAT_SUB(c->st->c.in_flight, 1);
-    memset(x, 0, sizeof *x);
+    bool keep = c->x.keepalive && !c->drain;
+    s_exchange_drop(c);
     if (!keep)
         s_close_graceful(c);
 }
