@@ -751,12 +751,7 @@ static void s_up_complete(void *owner, const hdrs_t *trailers, size_t first)
 static void s_up_drain(void *owner)
 {
     client_t *c = owner;
-    if (c->tunnel) {
-        if (c->bp && upstream_write_queue(c->x.up) < PROXY_WQ_LOW)
-            c->bp = false;
-    } else {
-        s_check_bp(c);
-    }
+    s_check_bp(c); /* in a tunnel nothing is unsent: only the instance's queue counts */
     s_update_reading(c);
     s_timer_update(c, false);
 }
@@ -1173,8 +1168,7 @@ static void s_tunnel_read(client_t *c, ssize_t nread, const uv_buf_t *b)
     }
     upstream_send(x->up, ch);
     chunk_unref(&ch);
-    if (upstream_write_queue(x->up) > PROXY_WQ_HIGH)
-        c->bp = true; /* the instance takes the bytes slower than the client sends them */
+    s_check_bp(c);
     s_update_reading(c);
     s_timer_update(c, true);
 }
