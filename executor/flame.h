@@ -22,11 +22,11 @@ typedef struct flame_t flame_t;
  * recording on one host, so two profiles can be cut to the same seconds). */
 typedef struct {
     uint64_t samples;        /* samples kept */
-    uint64_t outside;        /* samples left out by the time window */
+    uint64_t outside;        /* samples left out by the filter */
     uint64_t garbled;        /* lines that are neither a sample header, a frame nor blank */
     uint64_t frames;         /* frames in the kept samples */
     uint64_t unknown_frames; /* of those, frames perf could not name */
-    double first_s, last_s;  /* times of the first and last sample seen (kept or not) */
+    double first_s, last_s;  /* times of the first and last sample of the pid (kept or not) */
 } flame_stats_t;
 
 /* An empty set. Returns NULL when out of memory. */
@@ -47,14 +47,21 @@ uint64_t flame_samples_in(const flame_t *self, const char *func);
 /* Distinct stacks. */
 size_t flame_stacks(const flame_t *self);
 
-/* Reads `perf script` output (its default fields, or -F with comm, tid and time among them) and
- * adds one sample per record whose time is in [from_s, to_s] (to_s <= 0: no upper bound).
+/* Which samples a parse keeps: times in [from_s, to_s] (to_s <= 0: no upper bound) of process
+ * pid (0: any). */
+typedef struct {
+    double from_s, to_s;
+    long pid;
+} flame_filter_t;
+
+/* Reads `perf script` output (its default fields, or -F with comm, pid and time among them) and
+ * adds one sample per record that filter keeps (NULL: every one).
  * A stack is folded root first with the thread's name as its root frame; offsets (+0x..) are
  * dropped; a kernel frame gets the suffix "_[k]"; a frame perf could not name becomes
  * "[unknown]", or "[DSO]" (the file's base name) when the file is known; ';' in a name becomes
  * ':'. Lines it does not understand are counted in stats and skipped; they never end the parse.
  * stats may be NULL. Returns 0, -EIO on a read error, -ENOMEM (what was added stays). */
-int flame_parse_perf_script(flame_t *self, FILE *in, double from_s, double to_s,
+int flame_parse_perf_script(flame_t *self, FILE *in, const flame_filter_t *filter,
                             flame_stats_t *stats);
 
 /* Reads folded lines ("frame;frame;frame COUNT"); malformed lines are counted in *garbled (may

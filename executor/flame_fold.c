@@ -183,6 +183,7 @@ int flame_parse_folded(flame_t *self, FILE *in, uint64_t *garbled)
 typedef struct {
     char comm[FLAME_FRAME_MAX];
     double time;
+    long pid;
     bool open; /* a header was read and its frames are coming */
     char *frames[FLAME_DEPTH_MAX];
     size_t depth;
@@ -211,6 +212,7 @@ static int s_parse_header(const char *line, sample_t *s)
                 f++;
             if (f == len - 1 && f > d + 1) {
                 s->time = strtod(tok, NULL);
+                s->pid = strtol(pid_start, NULL, 10);
                 size_t cl = (size_t)(pid_start - line);
                 while (cl > 0 && (line[cl - 1] == ' ' || line[cl - 1] == '\t'))
                     cl--;
@@ -341,16 +343,20 @@ static void s_sample_clear(sample_t *s)
 }
 
 /* Ends the sample being read: folds it (root first) into self when it is inside the window. */
-static int s_sample_end(flame_t *self, sample_t *s, double from_s, double to_s, flame_stats_t *st)
+static int s_sample_end(flame_t *self, sample_t *s, const flame_filter_t *fl, flame_stats_t *st)
 {
     if (!s->open)
         return 0;
+    if (fl->pid > 0 && s->pid != fl->pid) {
+        s_sample_clear(s);
+        return 0;
+    }
     int rc = 0;
     if (st->samples + st->outside == 0 || s->time < st->first_s)
         st->first_s = s->time;
     if (s->time > st->last_s)
         st->last_s = s->time;
-    if (s->time < from_s || (to_s > 0 && s->time > to_s)) {
+    if (s->time < fl->from_s || (fl->to_s > 0 && s->time > fl->to_s)) {
         st->outside++;
     } else {
         size_t len = strlen(s->comm) + 1;
@@ -383,9 +389,11 @@ static int s_sample_end(flame_t *self, sample_t *s, double from_s, double to_s, 
     return rc;
 }
 
-int flame_parse_perf_script(flame_t *self, FILE *in, double from_s, double to_s,
+int flame_parse_perf_script(flame_t *self, FILE *in, const flame_filter_t *filter,
                             flame_stats_t *stats)
 {
+    static const flame_filter_t all = {0, 0, 0};
+    const flame_filter_t *fl = filter ? filter : &all;
     flame_stats_t st_local;
     flame_stats_t *st = stats ? stats : &st_local;
     memset(st, 0, sizeof *st);
@@ -398,11 +406,11 @@ int flame_parse_perf_script(flame_t *self, FILE *in, double from_s, double to_s,
     ssize_t n;
     while (rc == 0 && (n = s_getline(&line, &cap, in)) >= 0) {
         if (line[strspn(line, " \t")] == '\0') {
-            rc = s_sample_end(self, s, from_s, to_s, st);
+            rc = s_sample_end(self, s, fl, st);
             continue;
         }
         if (line[0] != ' ' && line[0] != '\t') {
-            rc = s_sample_end(self, s, from_s, to_s, st);
+            rc = s_sample_end(self, s, fl, st);
             if (rc == 0 && s_parse_header(line, s) == 0)
                 s->open = true;
             else if (rc == 0)
@@ -420,7 +428,7 @@ int flame_parse_perf_script(flame_t *self, FILE *in, double from_s, double to_s,
             rc = r;
     }
     if (rc == 0)
-        rc = s_sample_end(self, s, from_s, to_s, st);
+        rc = s_sample_end(self, s, fl, st);
     if (rc == 0 && ferror(in))
         rc = -EIO;
     s_sample_clear(s);

@@ -106,9 +106,25 @@ int jobs_validate(const tide_config_t *cfg, const Tide__V1__ExecRequest *req, ch
         break;
     case TIDE__V1__JOB_KIND__JOB_LIST:
         break;
-    case TIDE__V1__JOB_KIND__JOB_PROFILE:
-        snprintf(reason, len, "PROFILE jobs are not supported by this executor");
-        return -EINVAL;
+    case TIDE__V1__JOB_KIND__JOB_PROFILE: {
+        const Tide__V1__ProfileSpec *p = req->profile;
+        const char *why = p ? p->reason : "";
+        if (req->n_instances < 1 || req->n_instances > 2) {
+            snprintf(reason, len, "a profile job names one instance and at most one baseline");
+            return -EINVAL;
+        }
+        if (!p || (strcmp(why, "errors") != 0 && strcmp(why, "crash") != 0 &&
+                   strcmp(why, "manual") != 0)) {
+            snprintf(reason, len, "a profile job's reason must be errors, crash or manual");
+            return -EINVAL;
+        }
+        if (p->seconds < 1 || p->seconds > (uint32_t)cfg->profiling.max_seconds) {
+            snprintf(reason, len, "profile seconds %u out of bounds (1..%d, profiling.max_seconds)",
+                     p->seconds, cfg->profiling.max_seconds);
+            return -EINVAL;
+        }
+        break;
+    }
     default:
         snprintf(reason, len, "not a job kind");
         return -EINVAL;
@@ -251,7 +267,14 @@ job_t *jobs_add(jobs_t *self, const Tide__V1__ExecRequest *req)
     uint64_t deadline =
         req->deadline_ms ? req->deadline_ms : (uint64_t)self->cfg->executor.job_deadline_ms;
     job->deadline_mono_ms = clock_mono_ms() + deadline;
-    job->holds_instances = true;
+    /* A profile changes no instance: it neither waits for scaling jobs nor holds them up. */
+    job->holds_instances = req->kind != TIDE__V1__JOB_KIND__JOB_PROFILE;
+    if (req->profile) {
+        snprintf(job->profile.reason, sizeof job->profile.reason, "%s", req->profile->reason);
+        snprintf(job->profile.detail, sizeof job->profile.detail, "%s",
+                 req->profile->detail ? req->profile->detail : "");
+        job->profile.seconds = req->profile->seconds;
+    }
     int cap = self->cfg->executor.output_tail_lines;
     job->tail_cap = cap < 1 ? 1 : cap > JOB_TAIL_MAX ? JOB_TAIL_MAX : (size_t)cap;
     job->tail = calloc(job->tail_cap, sizeof *job->tail);
@@ -405,6 +428,7 @@ int job_view_init(job_view_t *view, const job_t *job)
     r->started_ms = job->started_ms;
     r->finished_ms = job->finished_ms;
     r->error = (char *)job->error;
+    r->profile_id = (char *)job->profile.id;
     size_t nr = job->n_results, ni = job->n_instances, nt = job->tail_len;
     view->results = calloc(nr + 1, sizeof *view->results);
     view->result_ptrs = calloc(nr + 1, sizeof *view->result_ptrs);

@@ -50,6 +50,13 @@ typedef struct job_t {
     size_t n_results;
     char **tail; /* ring of the last output lines */
     size_t tail_cap, tail_len, tail_head;
+    /* PROFILE jobs: what to capture (instances[0], baseline instances[1]) and what was written */
+    struct {
+        char reason[16];
+        uint32_t seconds;
+        char detail[JOB_TEXT_MAX];
+        char id[JOB_ID_MAX + 1]; /* the profile's folder, once written */
+    } profile;
     /* runner's own */
     void *runner_data;
     bool holds_instances; /* false: other jobs may act on its instances (see jobs_busy) */
@@ -70,8 +77,10 @@ void jobs_destroy(jobs_t **self_p);
  * instance (name = app.name_prefix + N with 0 <= N < scaler.max and no leading zero, host =
  * app.host, port = app.base_port + N, no name twice). A request carries no image: what a
  * container runs is always app.image, and a scale up on the docker driver is refused while
- * app.image is not a plain image reference (jobs_image_ok). Returns 0, or -EINVAL with a
- * human-readable reason in reason. JOB_STATUS is not a job and is refused here. */
+ * app.image is not a plain image reference (jobs_image_ok). A PROFILE job names the instance
+ * to profile and at most one baseline sibling, a reason (errors, crash, manual) and 1 to
+ * profiling.max_seconds seconds. Returns 0, or -EINVAL with a human-readable reason in
+ * reason. JOB_STATUS is not a job and is refused here. */
 int jobs_validate(const tide_config_t *cfg, const Tide__V1__ExecRequest *req, char *reason,
                   size_t len);
 

@@ -2,9 +2,11 @@
 #include "protocol.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "tide_log.h"
+#include "tide_profiles.h"
 #include "tide_msg.h"
 
 struct exec_server_t {
@@ -139,6 +141,28 @@ void exec_server_output(void *arg, job_t *job, const char *line)
     s_publish(self, job, TIDE__V1__JOB_EVENT_TYPE__JOB_EVENT_OUTPUT, clean);
 }
 
+/* Announces a profile the job wrote: its record, read back from the store. */
+static void s_publish_profile(exec_server_t *self, const char *id)
+{
+    char root[CFG_PATH + 16], dir[CFG_PATH + PROFILE_ID_MAX + 24], err[CFG_PATH + 128];
+    profiles_root(self->cfg, root, sizeof root);
+    snprintf(dir, sizeof dir, "%s/%s", root, id);
+    profile_rec_t *rec = malloc(sizeof *rec);
+    if (!rec || profile_rec_read(dir, rec, err, sizeof err) != 0) {
+        log_warn("profile written but not announced", "id=%s err=\"%.300s\"", id,
+                 rec ? err : "out of memory");
+        free(rec);
+        return;
+    }
+    Tide__V1__Profile msg;
+    profile_rec_msg(rec, &msg);
+    msg.dir = dir;
+    msg.header = msg_sender_next(&self->sender);
+    if (msg_send(self->events, TOPIC_PROFILE, &msg.base) != 0)
+        log_warn("profile event not sent", "id=%s", id);
+    free(rec);
+}
+
 void exec_server_finished(void *arg, job_t *job)
 {
     exec_server_t *self = arg;
@@ -152,6 +176,8 @@ void exec_server_finished(void *arg, job_t *job)
                  msg_job_kind_name(job->kind), (unsigned long long)took,
                  log_quote(q, sizeof q, job->error));
     s_publish(self, job, TIDE__V1__JOB_EVENT_TYPE__JOB_EVENT_FINISHED, NULL);
+    if (job->kind == TIDE__V1__JOB_KIND__JOB_PROFILE && job->profile.id[0])
+        s_publish_profile(self, job->profile.id);
 }
 
 /* ---- requests --------------------------------------------------------------------------- */

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "profile.h"
 #include "tide_clock.h"
 #include "tide_log.h"
 #include "tide_msg.h"
@@ -164,6 +165,17 @@ int runner_ansible_write_vars(const tide_config_t *cfg, const job_t *job, const 
     s_json_str(f, cfg->executor.supervisor_config);
     fputs(", \"result_file\": ", f);
     s_json_str(f, result_file);
+    if (job->kind == TIDE__V1__JOB_KIND__JOB_PROFILE) {
+        char work[CFG_PATH + 2 * JOB_ID_MAX + 32];
+        fputs(",\n \"profile\": {\"reason\": ", f);
+        s_json_str(f, job->profile.reason);
+        fprintf(f, ", \"seconds\": %u, \"rate_hz\": %d, \"perf\": ", job->profile.seconds,
+                cfg->profiling.rate_hz);
+        s_json_str(f, cfg->profiling.perf);
+        fputs(", \"out_dir\": ", f);
+        s_json_str(f, profile_work_dir(cfg, job, work, sizeof work));
+        fputs("}", f);
+    }
     fputs("}\n", f);
     bool bad = ferror(f) != 0;
     if (fclose(f) != 0 || bad)
@@ -254,6 +266,8 @@ static const char *s_playbook_name(Tide__V1__JobKind kind)
         return "scale_down.yml";
     case TIDE__V1__JOB_KIND__JOB_LIST:
         return "list.yml";
+    case TIDE__V1__JOB_KIND__JOB_PROFILE:
+        return "profile.yml";
     default:
         return NULL;
     }
@@ -383,9 +397,15 @@ int runner_ansible_start(void *arg, job_t *job, char *err, size_t errlen)
     snprintf(run->result, sizeof run->result, "%s/result.txt", run->dir);
     char tmp[CFG_PATH + 8];
     snprintf(tmp, sizeof tmp, "%s/tmp", cfg->executor.state_dir);
+    char work[CFG_PATH + 2 * JOB_ID_MAX + 32];
+    profile_work_dir(cfg, job, work, sizeof work);
     int rc = s_mkdirs(run->dir, 0700);
     if (rc == 0)
         rc = s_mkdirs(tmp, 0700);
+    if (rc == 0 && job->kind == TIDE__V1__JOB_KIND__JOB_PROFILE) {
+        profile_remove_work(work); /* a stale capture of an earlier run of the id */
+        rc = s_mkdirs(work, 0700);
+    }
     if (rc != 0) {
         snprintf(err, errlen, "cannot create %s: %s", run->dir, strerror(-rc));
         free(run);
@@ -625,6 +645,13 @@ static void s_finish(run_t *run, const char *forced_error)
     }
     if (ok && job->kind == TIDE__V1__JOB_KIND__JOB_LIST)
         ok = s_read_list(run, error, sizeof error) == 0;
+    if (job->kind == TIDE__V1__JOB_KIND__JOB_PROFILE) {
+        char pwork[CFG_PATH + 2 * JOB_ID_MAX + 32];
+        if (ok)
+            ok = profile_build(self->cfg, job, error, sizeof error) == 0;
+        else
+            profile_remove_work(profile_work_dir(self->cfg, job, pwork, sizeof pwork));
+    }
 
     bool up = job->kind == TIDE__V1__JOB_KIND__JOB_SCALE_UP;
     char(*placed)[JOB_HOST_MAX] = NULL;
@@ -648,7 +675,9 @@ static void s_finish(run_t *run, const char *forced_error)
             bool running = true;
             const char *detail = "may still run";
             job_instance_t inst = job->instances[i];
-            if (ok) {
+            if (job->kind == TIDE__V1__JOB_KIND__JOB_PROFILE) {
+                detail = ok ? (i == 0 ? "profiled" : "baseline") : "not profiled";
+            } else if (ok) {
                 running = up;
                 detail = up ? "ready" : "stopped";
                 if (placed)

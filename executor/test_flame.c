@@ -16,13 +16,14 @@
 #include "flame.h"
 
 /* Folds text (perf script output) into a new set; the caller destroys it. */
-static flame_t *s_fold(const char *text, double from, double to, flame_stats_t *st)
+static flame_t *s_fold(const char *text, double from, double to, long pid, flame_stats_t *st)
 {
     flame_t *f = flame_new();
     assert_non_null(f);
     FILE *in = fmemopen((void *)text, strlen(text), "r");
     assert_non_null(in);
-    assert_int_equal(flame_parse_perf_script(f, in, from, to, st), 0);
+    flame_filter_t filter = {from, to, pid};
+    assert_int_equal(flame_parse_perf_script(f, in, &filter, st), 0);
     fclose(in);
     return f;
 }
@@ -70,7 +71,7 @@ static void test_fold_basic(void **state)
 {
     (void)state;
     flame_stats_t st;
-    flame_t *f = s_fold(s_script_basic, 0, 0, &st);
+    flame_t *f = s_fold(s_script_basic, 0, 0, 0, &st);
     char *out = s_folded(f);
     assert_string_equal(out,
                         "app;__libc_start_call_main;main;hot_function 2\n"
@@ -109,7 +110,7 @@ static void test_fold_names(void **state)
         "\t  4011f0 weird;name (/srv/svc)\n"
         "\n";
     flame_stats_t st;
-    flame_t *f = s_fold(text, 0, 0, &st);
+    flame_t *f = s_fold(text, 0, 0, 0, &st);
     char *out = s_folded(f);
     assert_string_equal(out, "Web_Content_2;[unknown];[dash];outer;inner_step 1\n"
                              "svc;weird:name;(anonymous namespace)::run();"
@@ -137,7 +138,7 @@ static void test_fold_garbled(void **state)
                        "app 1/1 5.5: 1 cpu-clock:\n"
                        "\t   401100 main (/a)\n";
     flame_stats_t st;
-    flame_t *f = s_fold(text, 0, 0, &st);
+    flame_t *f = s_fold(text, 0, 0, 0, &st);
     char *out = s_folded(f);
     assert_string_equal(out, "app;main 1\napp;main;f 1\n");
     assert_int_equal(st.garbled, 4);
@@ -154,7 +155,7 @@ static void test_fold_window(void **state)
                        "app 1/1 11.0: 1 cpu-clock:\n\t 1 middle (/a)\n\n"
                        "app 1/1 12.0: 1 cpu-clock:\n\t 1 late (/a)\n\n";
     flame_stats_t st;
-    flame_t *f = s_fold(text, 10.5, 11.5, &st);
+    flame_t *f = s_fold(text, 10.5, 11.5, 0, &st);
     char *out = s_folded(f);
     assert_string_equal(out, "app;middle 1\n");
     assert_int_equal(st.samples, 1);
@@ -162,8 +163,29 @@ static void test_fold_window(void **state)
     assert_true(st.first_s == 10.0 && st.last_s == 12.0);
     free(out);
     flame_destroy(&f);
-    f = s_fold(text, 10.5, 0, &st);
+    f = s_fold(text, 10.5, 0, 0, &st);
     assert_int_equal(flame_total(f), 2);
+    flame_destroy(&f);
+}
+
+/* One recording of two processes (a profile and its baseline) split by pid; the span is the
+ * pid's own. */
+static void test_fold_pid(void **state)
+{
+    (void)state;
+    const char *text = "app 10/10 1.0: 1 cpu-clock:\n\t 1 failing (/a)\n\n"
+                       "app 20/21 2.0: 1 cpu-clock:\n\t 1 healthy (/a)\n\n"
+                       "app 10/12 3.0: 1 cpu-clock:\n\t 1 failing (/a)\n\n";
+    flame_stats_t st;
+    flame_t *f = s_fold(text, 0, 0, 10, &st);
+    char *out = s_folded(f);
+    assert_string_equal(out, "app;failing 2\n");
+    assert_true(st.first_s == 1.0 && st.last_s == 3.0 && st.samples == 2);
+    free(out);
+    flame_destroy(&f);
+    f = s_fold(text, 0, 0, 20, &st);
+    assert_int_equal(flame_samples_in(f, "healthy"), 1);
+    assert_true(st.first_s == 2.0 && st.last_s == 2.0);
     flame_destroy(&f);
 }
 
@@ -425,9 +447,10 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fold_basic),       cmocka_unit_test(test_fold_names),
         cmocka_unit_test(test_fold_garbled),     cmocka_unit_test(test_fold_window),
-        cmocka_unit_test(test_folded_roundtrip), cmocka_unit_test(test_svg_layout),
-        cmocka_unit_test(test_svg_escaping),     cmocka_unit_test(test_svg_pruning),
-        cmocka_unit_test(test_svg_differential), cmocka_unit_test(test_svg_empty),
+        cmocka_unit_test(test_folded_roundtrip), cmocka_unit_test(test_fold_pid),
+        cmocka_unit_test(test_svg_layout),       cmocka_unit_test(test_svg_escaping),
+        cmocka_unit_test(test_svg_pruning),      cmocka_unit_test(test_svg_differential),
+        cmocka_unit_test(test_svg_empty),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

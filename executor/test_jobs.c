@@ -93,8 +93,10 @@ static void test_validate_table(void **state)
         {"duplicate", DOWN, "j", 2, {"production1", "production1"}, {"127.0.0.1", "127.0.0.1"},
          {9102, 9102}, "named twice"},
         {"no instances", UP, "j", 0, {NULL}, {NULL}, {0}, "at least one instance"},
-        {"profile", TIDE__V1__JOB_KIND__JOB_PROFILE, "j", 1, {"production0"}, {"127.0.0.1"},
-         {9101}, "not supported"},
+        {"profile without a spec", TIDE__V1__JOB_KIND__JOB_PROFILE, "j", 1, {"production0"},
+         {"127.0.0.1"}, {9101}, "reason must be errors, crash or manual"},
+        {"profile of nothing", TIDE__V1__JOB_KIND__JOB_PROFILE, "j", 0, {NULL}, {NULL}, {0},
+         "one instance and at most one baseline"},
         {"status", TIDE__V1__JOB_KIND__JOB_STATUS, "j", 0, {NULL}, {NULL}, {0}, "not a job"},
         {"empty id", LIST, "", 0, {NULL}, {NULL}, {0}, "bad job_id"},
         {"dotted id", LIST, "..", 0, {NULL}, {NULL}, {0}, "bad job_id"},
@@ -119,6 +121,73 @@ static void test_validate_table(void **state)
                          cases[i].reason);
         }
     }
+}
+
+/* PROFILE requests: reason and seconds checked; the instances like any job's; a profile job
+ * holds no instance, so scaling jobs on its instances are not refused as busy. */
+static void test_validate_profile(void **state)
+{
+    (void)state;
+    s_cfg.profiling.max_seconds = 60;
+    static const struct {
+        const char *what, *reason_field;
+        uint32_t seconds;
+        size_t n;
+        const char *names[3];
+        const char *refusal;
+    } cases[] = {
+        {"manual", "manual", 5, 1, {"production0"}, NULL},
+        {"errors with baseline", "errors", 5, 2, {"production1", "production0"}, NULL},
+        {"crash", "crash", 60, 1, {"production3"}, NULL},
+        {"zero seconds", "manual", 0, 1, {"production0"}, "out of bounds (1..60"},
+        {"too long", "manual", 61, 1, {"production0"}, "out of bounds (1..60"},
+        {"unknown reason", "because", 5, 1, {"production0"}, "reason must be"},
+        {"three",
+         "manual",
+         5,
+         3,
+         {"production0", "production1", "production2"},
+         "at most one baseline"},
+        {"unknown instance", "manual", 5, 1, {"production9"}, "out of range"},
+        {"baseline is itself", "errors", 5, 2, {"production1", "production1"}, "named twice"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *hosts[] = {"127.0.0.1", "127.0.0.1", "127.0.0.1"};
+        uint32_t ports[3];
+        for (size_t k = 0; k < cases[i].n; k++)
+            ports[k] = 9101 + (uint32_t)atoi(cases[i].names[k] + strlen("production"));
+        req_t r;
+        s_req(&r, TIDE__V1__JOB_KIND__JOB_PROFILE, "p", cases[i].n, cases[i].names, hosts, ports);
+        Tide__V1__ProfileSpec spec = TIDE__V1__PROFILE_SPEC__INIT;
+        spec.reason = (char *)cases[i].reason_field;
+        spec.seconds = cases[i].seconds;
+        r.req.profile = &spec;
+        char reason[512] = "";
+        int rc = jobs_validate(&s_cfg, &r.req, reason, sizeof reason);
+        if (!cases[i].refusal && rc != 0)
+            fail_msg("case '%s': refused: %s", cases[i].what, reason);
+        if (cases[i].refusal && (rc == 0 || !strstr(reason, cases[i].refusal)))
+            fail_msg("case '%s': rc %d reason '%s' lacks '%s'", cases[i].what, rc, reason,
+                     cases[i].refusal);
+    }
+
+    jobs_t *jobs = jobs_new(&s_cfg, 0);
+    const char *names[] = {"production0"}, *hosts[] = {"127.0.0.1"};
+    const uint32_t ports[] = {9101};
+    req_t r;
+    s_req(&r, TIDE__V1__JOB_KIND__JOB_PROFILE, "prof", 1, names, hosts, ports);
+    Tide__V1__ProfileSpec spec = TIDE__V1__PROFILE_SPEC__INIT;
+    spec.reason = "errors";
+    spec.seconds = 5;
+    spec.detail = "error rate 0.50 for 5 s";
+    r.req.profile = &spec;
+    job_t *p = jobs_add(jobs, &r.req);
+    assert_non_null(p);
+    assert_string_equal(p->profile.reason, "errors");
+    assert_string_equal(p->profile.detail, "error rate 0.50 for 5 s");
+    assert_int_equal(p->profile.seconds, 5);
+    assert_null(jobs_busy(jobs, "production0"));
+    jobs_destroy(&jobs);
 }
 
 static void test_table_resend_and_busy(void **state)
@@ -381,9 +450,13 @@ static void test_placement(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_validate_table), cmocka_unit_test(test_table_resend_and_busy),
-        cmocka_unit_test(test_deadline),       cmocka_unit_test(test_output_tail),
-        cmocka_unit_test(test_list_lines),     cmocka_unit_test(test_image),
+        cmocka_unit_test(test_validate_table),
+        cmocka_unit_test(test_validate_profile),
+        cmocka_unit_test(test_table_resend_and_busy),
+        cmocka_unit_test(test_deadline),
+        cmocka_unit_test(test_output_tail),
+        cmocka_unit_test(test_list_lines),
+        cmocka_unit_test(test_image),
         cmocka_unit_test(test_placement),
     };
     return cmocka_run_group_tests(tests, s_setup, NULL);

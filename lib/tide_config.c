@@ -172,6 +172,29 @@ static const centry_t s_schema[] = {
      NULL,
      "a scale up killed at its deadline is followed by scale_down on its instances, killed after "
      "this"},
+
+    {"profiling.enabled", T_ENUM, "on", F(profiling.enabled), 0, 0, "on|off",
+     "profile failing and crashing instances automatically (tidectl profile works either way)"},
+    {"profiling.perf", T_PATH, "perf", F(profiling.perf), 0, 0, NULL,
+     "the perf program on the instances' hosts (linux-perf)"},
+    {"profiling.rate_hz", T_INT, "49", F(profiling.rate_hz), 1, 999, NULL,
+     "samples per second (perf -F, event cpu-clock)"},
+    {"profiling.window_s", T_INT, "5", F(profiling.window_s), 1, 120, NULL,
+     "seconds an automatic profile samples"},
+    {"profiling.error_rate", T_DOUBLE, "0.2", F(profiling.error_rate), 0.001, 1, NULL,
+     "an instance failing at least this share of its requests (5xx + upstream errors) ..."},
+    {"profiling.error_for_s", T_INT, "5", F(profiling.error_for_s), 1, 3600, NULL,
+     "... for this many seconds gets an \"errors\" profile"},
+    {"profiling.min_interval_s", T_INT, "300", F(profiling.min_interval_s), 1, 86400, NULL,
+     "at most one automatic profile per instance this often"},
+    {"profiling.manual_seconds", T_INT, "10", F(profiling.manual_seconds), 1, 600, NULL,
+     "tidectl profile NAME without --seconds samples this long"},
+    {"profiling.max_seconds", T_INT, "120", F(profiling.max_seconds), 1, 3600, NULL,
+     "longest profile tidectl profile may ask for"},
+    {"profiling.keep", T_INT, "5", F(profiling.keep), 1, 10000, NULL,
+     "profiles kept per instance, oldest removed first"},
+    {"profiling.max_bytes", T_INT, "200000000", F(profiling.max_bytes), 100000, 2147483647, NULL,
+     "profiles kept in all (bytes on disk), oldest removed first"},
 };
 
 #define SCHEMA_N (sizeof s_schema / sizeof s_schema[0])

@@ -110,6 +110,20 @@ typedef struct {
         int cleanup_deadline_ms; /* the scale_down after a scale up that hit its deadline */
     } executor;
 
+    struct {
+        char enabled[8]; /* "on" or "off": automatic profiles (tidectl profile works either way) */
+        char perf[CFG_PATH];
+        int rate_hz;
+        int window_s;       /* seconds an automatic profile covers */
+        double error_rate;  /* an instance failing at least this share of its requests ... */
+        int error_for_s;    /* ... for this long gets an "errors" profile */
+        int min_interval_s; /* at most one automatic profile per instance this often */
+        int manual_seconds; /* tidectl profile NAME without --seconds */
+        int max_seconds;
+        int keep;      /* profiles kept per instance */
+        int max_bytes; /* profiles kept in all (bytes) */
+    } profiling;
+
     char path[CFG_PATH]; /* the file this was loaded from (absolute) */
     char dir[CFG_PATH];  /* its directory: relative paths are resolved against it */
 } tide_config_t;

@@ -145,9 +145,18 @@ static const char *s_check(const char *topic, const ProtobufCMessage *m)
             return "bad values";
         return NULL;
     }
+    if (strcmp(topic, TOPIC_PROFILE) == 0) {
+        const Tide__V1__Profile *s = (const void *)m;
+        if (!s_header_ok(s->header) || !s->id || !s->id[0] || !s_text_ok(s->id) ||
+            !s_text_ok(s->instance) || !s_text_ok(s->reason) || !s_text_ok(s->detail) ||
+            !isfinite(s->unknown_share) || s->unknown_share < 0 || s->unknown_share > 1)
+            return "bad values";
+        return NULL;
+    }
     if (strcmp(topic, TOPIC_CONTROL_REQ) == 0) {
         const Tide__V1__ControlRequest *s = (const void *)m;
-        if (!s_header_ok(s->header) || (unsigned)s->command > TIDE__V1__COMMAND__CMD_BOUNDS)
+        if (!s_header_ok(s->header) || (unsigned)s->command > TIDE__V1__COMMAND__CMD_PROFILE ||
+            !s_text_ok(s->instance))
             return "bad values";
         return NULL;
     }
@@ -164,7 +173,8 @@ static const char *s_check(const char *topic, const ProtobufCMessage *m)
         const Tide__V1__ExecRequest *s = (const void *)m;
         if (!s_header_ok(s->header) || (unsigned)s->kind > TIDE__V1__JOB_KIND__JOB_STATUS ||
             s->kind == TIDE__V1__JOB_KIND__JOB_UNKNOWN || !s->job_id || !s->job_id[0] ||
-            strlen(s->job_id) > 128 || s->n_instances > MAX_LIST)
+            strlen(s->job_id) > 128 || s->n_instances > MAX_LIST ||
+            (s->profile && (!s_text_ok(s->profile->reason) || !s_text_ok(s->profile->detail))))
             return "bad values";
         for (size_t i = 0; i < s->n_instances; i++)
             if (!s_instance_ok(s->instances[i]))
@@ -190,6 +200,7 @@ static const struct {
     {TOPIC_SCALER_DECISION, &tide__v1__scaler_decision__descriptor},
     {TOPIC_SCALER_POOL, &tide__v1__scaler_pool__descriptor},
     {TOPIC_EXEC_JOB, &tide__v1__job_event__descriptor},
+    {TOPIC_PROFILE, &tide__v1__profile__descriptor},
     {TOPIC_CONTROL_REQ, &tide__v1__control_request__descriptor},
     {TOPIC_CONTROL_REP, &tide__v1__control_reply__descriptor},
     {TOPIC_EXEC_REQ, &tide__v1__exec_request__descriptor},

@@ -20,6 +20,7 @@
 #define TOPIC_SCALER_DECISION "scaler.decision"
 #define TOPIC_SCALER_POOL     "scaler.pool"
 #define TOPIC_EXEC_JOB        "exec.job"
+#define TOPIC_PROFILE         "profile"
 /* Request/reply "topics" (first frame on REQ/REP sockets). */
 #define TOPIC_CONTROL_REQ "scaler.control"
 #define TOPIC_CONTROL_REP "scaler.control.reply"
