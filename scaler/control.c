@@ -85,9 +85,10 @@ void control_status_free(control_status_t *cs)
 }
 
 static int s_reply(zsock_t *rep, const control_ctx_t *ctx, bool ok, const char *error,
-                   Tide__V1__ScalerStatus *status)
+                   Tide__V1__ScalerStatus *status, const char *job_id)
 {
     Tide__V1__ControlReply reply = TIDE__V1__CONTROL_REPLY__INIT;
+    reply.job_id = (char *)(job_id ? job_id : "");
     reply.header = msg_sender_next(ctx->sender);
     reply.ok = ok;
     reply.error = (char *)(error ? error : "");
@@ -108,6 +109,8 @@ static const char *s_command_name(Tide__V1__Command c)
         return "scale";
     case TIDE__V1__COMMAND__CMD_BOUNDS:
         return "bounds";
+    case TIDE__V1__COMMAND__CMD_PROFILE:
+        return "profile";
     default:
         return "?";
     }
@@ -124,14 +127,14 @@ int control_serve(zsock_t *rep, fsm_t *fsm, const control_ctx_t *ctx, uint64_t n
     /* Anything consumed gets an answer, or the REP socket is stuck for good. */
     if (rc != 0 || strcmp(in.topic, TOPIC_CONTROL_REQ) != 0) {
         msg_in_free(&in);
-        return s_reply(rep, ctx, false, "malformed request", NULL);
+        return s_reply(rep, ctx, false, "malformed request", NULL, NULL);
     }
     const Tide__V1__ControlRequest *req = (const Tide__V1__ControlRequest *)in.msg;
     if (!fsm) {
         msg_in_free(&in);
-        return s_reply(rep, ctx, false, ctx->not_ready ? ctx->not_ready : "starting", NULL);
+        return s_reply(rep, ctx, false, ctx->not_ready ? ctx->not_ready : "starting", NULL, NULL);
     }
-    char err[256] = "";
+    char err[256] = "", job_id[128] = "";
     int res = 0;
     switch (req->command) {
     case TIDE__V1__COMMAND__CMD_STATUS:
@@ -148,6 +151,13 @@ int control_serve(zsock_t *rep, fsm_t *fsm, const control_ctx_t *ctx, uint64_t n
     case TIDE__V1__COMMAND__CMD_BOUNDS:
         res = fsm_bounds(fsm, req->min, req->max, now_ms, err, sizeof err, acts);
         break;
+    case TIDE__V1__COMMAND__CMD_PROFILE:
+        res = -ENOTSUP;
+        snprintf(err, sizeof err, "profiles are not available");
+        if (ctx->profile)
+            res = ctx->profile(ctx->profile_arg, req->instance ? req->instance : "", req->seconds,
+                               now_ms, job_id, sizeof job_id, err, sizeof err);
+        break;
     default:
         res = -EINVAL;
         snprintf(err, sizeof err, "unknown command");
@@ -155,14 +165,17 @@ int control_serve(zsock_t *rep, fsm_t *fsm, const control_ctx_t *ctx, uint64_t n
     }
     if (req->command != TIDE__V1__COMMAND__CMD_STATUS) {
         char q[300];
-        log_info("control", "command=%s count=%u min=%u max=%u ok=%d error=%s from=%s",
-                 s_command_name(req->command), req->count, req->min, req->max, res == 0,
-                 log_quote(q, sizeof q, err), req->header->sender);
+        char qi[80];
+        log_info("control",
+                 "command=%s count=%u min=%u max=%u instance=%s ok=%d error=%s job_id=%s from=%s",
+                 s_command_name(req->command), req->count, req->min, req->max,
+                 log_quote(qi, sizeof qi, req->instance ? req->instance : ""), res == 0,
+                 log_quote(q, sizeof q, err), job_id, req->header->sender);
     }
     msg_in_free(&in);
     control_status_t status;
     control_status_fill(&status, fsm, ctx);
-    rc = s_reply(rep, ctx, res == 0, res == 0 ? "" : err, &status.msg);
+    rc = s_reply(rep, ctx, res == 0, res == 0 ? "" : err, &status.msg, job_id);
     control_status_free(&status);
     return rc;
 }

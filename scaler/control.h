@@ -14,11 +14,16 @@
 
 typedef struct {
     const tide_config_t *cfg;
-    const store_t *store;   /* pool addresses as written to Redis (placement may differ from
-                               app.host); NULL: app.host:base_port+N */
+    const store_t *store; /* pool addresses as written to Redis (placement may differ from
+                             app.host); NULL: app.host:base_port+N */
     msg_sender_t *sender;
     int64_t wall_offset_ms; /* wall clock minus the fsm's clock, for the times in status */
     const char *not_ready;  /* when the fsm is not restored yet: why (sent as the error) */
+    /* CMD_PROFILE: sends a PROFILE job for instance; returns 0 with its id in job_id, or a
+     * negative errno with the reason in err. NULL: profiles are refused. */
+    int (*profile)(void *arg, const char *instance, uint32_t seconds, uint64_t now_ms, char *job_id,
+                   size_t idlen, char *err, size_t errlen);
+    void *profile_arg;
 } control_ctx_t;
 
 /* Reads one request from rep (call when it is readable) and answers it. fsm may be NULL

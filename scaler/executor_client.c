@@ -109,38 +109,57 @@ static void s_next(exec_client_t *self, uint64_t now_ms)
     }
 }
 
-int exec_client_submit(exec_client_t *self, Tide__V1__JobKind kind, const char *job_id,
-                       Tide__V1__Instance *const *instances, size_t n, uint32_t deadline_ms,
-                       uint64_t now_ms)
+/* Queues req (packed now; its pointers need not outlive the call). */
+static int s_queue(exec_client_t *self, Tide__V1__ExecRequest *req, uint64_t now_ms)
 {
-    if (kind == TIDE__V1__JOB_KIND__JOB_STATUS)
+    if (req->kind == TIDE__V1__JOB_KIND__JOB_STATUS)
         for (size_t i = 0; i < self->n; i++) {
             const req_t *q = &self->queue[(self->head + i) % EXEC_CLIENT_QUEUE];
-            if (q->kind == kind && strcmp(q->job_id, job_id) == 0)
+            if (q->kind == req->kind && strcmp(q->job_id, req->job_id) == 0)
                 return -EALREADY;
         }
     if (self->n == EXEC_CLIENT_QUEUE)
         return -ENOSPC;
-    Tide__V1__ExecRequest req = TIDE__V1__EXEC_REQUEST__INIT;
-    req.header = msg_sender_next(self->sender);
-    req.kind = kind;
-    req.job_id = (char *)job_id;
-    req.instances = (Tide__V1__Instance **)instances;
-    req.n_instances = n;
-    req.deadline_ms = deadline_ms;
-    size_t len = tide__v1__exec_request__get_packed_size(&req);
+    req->header = msg_sender_next(self->sender);
+    size_t len = tide__v1__exec_request__get_packed_size(req);
     uint8_t *bytes = malloc(len ? len : 1);
     if (!bytes)
         return -ENOMEM;
-    tide__v1__exec_request__pack(&req, bytes);
+    tide__v1__exec_request__pack(req, bytes);
     req_t *r = &self->queue[(self->head + self->n) % EXEC_CLIENT_QUEUE];
-    r->kind = kind;
-    snprintf(r->job_id, sizeof r->job_id, "%s", job_id);
+    r->kind = req->kind;
+    snprintf(r->job_id, sizeof r->job_id, "%s", req->job_id);
     r->bytes = bytes;
     r->len = len;
     self->n++;
     s_next(self, now_ms);
     return 0;
+}
+
+int exec_client_submit(exec_client_t *self, Tide__V1__JobKind kind, const char *job_id,
+                       Tide__V1__Instance *const *instances, size_t n, uint32_t deadline_ms,
+                       uint64_t now_ms)
+{
+    Tide__V1__ExecRequest req = TIDE__V1__EXEC_REQUEST__INIT;
+    req.kind = kind;
+    req.job_id = (char *)job_id;
+    req.instances = (Tide__V1__Instance **)instances;
+    req.n_instances = n;
+    req.deadline_ms = deadline_ms;
+    return s_queue(self, &req, now_ms);
+}
+
+int exec_client_submit_profile(exec_client_t *self, const char *job_id,
+                               Tide__V1__Instance *const *instances, size_t n,
+                               const Tide__V1__ProfileSpec *spec, uint64_t now_ms)
+{
+    Tide__V1__ExecRequest req = TIDE__V1__EXEC_REQUEST__INIT;
+    req.kind = TIDE__V1__JOB_KIND__JOB_PROFILE;
+    req.job_id = (char *)job_id;
+    req.instances = (Tide__V1__Instance **)instances;
+    req.n_instances = n;
+    req.profile = (Tide__V1__ProfileSpec *)spec;
+    return s_queue(self, &req, now_ms);
 }
 
 void *exec_client_handle(exec_client_t *self)

@@ -11,6 +11,8 @@
 #include "executor_client.h"
 #include "fsm.h"
 #include "names.h"
+#include "profile_jobs.h"
+#include "profiler.h"
 #include "store.h"
 #include "tide_clock.h"
 #include "tide_log.h"
@@ -28,6 +30,7 @@ struct _scaler_t {
     drain_t *drain;
     fsm_t *fsm;
     fsm_config_t fcfg;
+    profiler_t *profiler;
 
     bool loaded; /* Redis read and the fsm restored */
     uint64_t next_load_ms;
@@ -345,8 +348,66 @@ static void s_on_record(scaler_t *self, const char *job_id, const Tide__V1__JobR
     s_apply(self, &acts, now_ms);
 }
 
+/* A profile job's answer or end: logged, never the fsm's business. */
+static void s_on_profile_job(const char *job_id, bool answered, bool accepted, const char *why,
+                             const Tide__V1__JobRecord *rec)
+{
+    char q[300];
+    if (!answered)
+        log_warn("profile job not answered", "job_id=%s", job_id);
+    else if (!accepted)
+        log_warn("profile job refused", "job_id=%s reason=%s", job_id, log_quote(q, sizeof q, why));
+    else if (rec && rec->state == TIDE__V1__JOB_STATE__JOB_FAILED)
+        log_warn("profile job failed", "job_id=%s error=%s", job_id,
+                 log_quote(q, sizeof q, rec->error));
+    else if (rec && rec->state == TIDE__V1__JOB_STATE__JOB_SUCCEEDED)
+        log_info("profile job finished", "job_id=%s profile=%s", job_id,
+                 rec->profile_id ? rec->profile_id : "");
+}
+
+static void s_send_profile(scaler_t *self, const profile_want_t *want, uint64_t now_ms,
+                           char *job_id, size_t idlen)
+{
+    int rc = profile_jobs_send(self->exec, self->cfg, want, now_ms, job_id, idlen);
+    char q[200];
+    if (rc == 0)
+        log_info("profile job sent", "job_id=%s reason=%s baseline=%d detail=%s", job_id,
+                 want->reason, want->baseline, log_quote(q, sizeof q, want->detail));
+    else
+        log_warn("profile job not sent", "job_id=%s err=%d", job_id, rc);
+}
+
+/* control_ctx_t.profile: tidectl profile NAME [--seconds N]. */
+static int s_profile_manual(void *arg, const char *instance, uint32_t seconds, uint64_t now_ms,
+                            char *job_id, size_t idlen, char *err, size_t errlen)
+{
+    scaler_t *self = arg;
+    int index = names_index(self->cfg->app.name_prefix, instance);
+    profile_want_t want;
+    char why[160];
+    int rc = profiler_manual(self->profiler, index, index >= 0 && fsm_in_pool(self->fsm, index),
+                             seconds, now_ms, &want, why, sizeof why);
+    if (rc != 0) {
+        snprintf(err, errlen, "%.64s: %s", instance, why);
+        return rc;
+    }
+    rc = profile_jobs_send(self->exec, self->cfg, &want, now_ms, job_id, idlen);
+    if (rc != 0) {
+        snprintf(err, errlen, "the executor queue is full; try again");
+        return rc;
+    }
+    log_info("profile job sent", "job_id=%s reason=manual seconds=%u", job_id, want.seconds);
+    return 0;
+}
+
 static void s_on_exec_result(scaler_t *self, exec_result_t *res, uint64_t now_ms)
 {
+    if (profile_jobs_is(res->job_id)) {
+        s_on_profile_job(res->job_id, res->reply != NULL, res->reply && res->reply->accepted,
+                         res->reply ? res->reply->reason : "", res->reply ? res->reply->job : NULL);
+        exec_result_free(res);
+        return;
+    }
     bool status = res->kind == TIDE__V1__JOB_KIND__JOB_STATUS;
     if (!res->reply) {
         if (status)
@@ -375,10 +436,16 @@ static void s_on_metrics(scaler_t *self, uint64_t now_ms)
         self->snap_proxies = s->proxies;
         self->snap_ms = now_ms;
         if (self->fsm && self->loaded) {
-            for (size_t i = 0; i < s->n_instances; i++)
-                fsm_note_errors(self->fsm,
-                                names_index(self->cfg->app.name_prefix, s->instances[i]->name),
-                                s->instances[i]->error_rate, now_ms);
+            for (size_t i = 0; i < s->n_instances; i++) {
+                int index = names_index(self->cfg->app.name_prefix, s->instances[i]->name);
+                fsm_note_errors(self->fsm, index, s->instances[i]->error_rate, now_ms);
+                if (index >= 0 && fsm_in_pool(self->fsm, index))
+                    profiler_note(self->profiler, index, s->instances[i]->error_rate, now_ms);
+            }
+            profile_want_t want;
+            char job_id[128];
+            while (profiler_due(self->profiler, now_ms, &want) == 1)
+                s_send_profile(self, &want, now_ms, job_id, sizeof job_id);
             fsm_actions_t acts;
             fsm_on_snapshot(self->fsm, s->rps_stable, s->rps_panic, s->stable_window_s, now_ms,
                             &acts);
@@ -397,7 +464,10 @@ static void s_on_exec_event(scaler_t *self, uint64_t now_ms)
         return;
     if (strcmp(in.topic, TOPIC_EXEC_JOB) == 0 && self->loaded) {
         const Tide__V1__JobEvent *e = (const void *)in.msg;
-        if (e->type == TIDE__V1__JOB_EVENT_TYPE__JOB_EVENT_FINISHED && e->job)
+        if (e->type == TIDE__V1__JOB_EVENT_TYPE__JOB_EVENT_FINISHED && e->job &&
+            profile_jobs_is(e->job_id))
+            s_on_profile_job(e->job_id, true, true, "", e->job);
+        else if (e->type == TIDE__V1__JOB_EVENT_TYPE__JOB_EVENT_FINISHED && e->job)
             s_on_record(self, e->job_id, e->job, now_ms);
         else if (e->type == TIDE__V1__JOB_EVENT_TYPE__JOB_EVENT_OUTPUT)
             log_debug("job output", "job_id=%s line=\"%.200s\"", e->job_id, e->line ? e->line : "");
@@ -413,6 +483,8 @@ static void s_on_control(scaler_t *self, uint64_t now_ms)
         .sender = &self->sender,
         .wall_offset_ms = s_wall_offset(),
         .not_ready = "starting: waiting for Redis",
+        .profile = s_profile_manual,
+        .profile_arg = self,
     };
     fsm_actions_t acts;
     int rc = control_serve(self->rep, self->loaded ? self->fsm : NULL, &ctx, now_ms, &acts);
@@ -516,10 +588,13 @@ scaler_t *scaler_new(const tide_config_t *cfg, const char *id)
     self->store = store_new(cfg);
     self->drain = drain_new((uint64_t)cfg->metrics.stale_after_ms);
     self->fsm = fsm_new(&self->fcfg);
+    profiler_config_t pcfg;
+    profiler_config_from_tide(&pcfg, cfg);
+    self->profiler = profiler_new(&pcfg);
     self->exec = exec_client_new(cfg->endpoints.executor_control, cfg->scaler.request_timeout_ms,
                                  EXEC_TRIES, &self->sender);
     if (!self->pub || !self->rep || !self->sub_metrics || !self->sub_exec || !self->store ||
-        !self->drain || !self->fsm || !self->exec) {
+        !self->drain || !self->fsm || !self->exec || !self->profiler) {
         log_error("out of memory creating the scaler", "%s", "");
         scaler_destroy(&self);
         return NULL;
@@ -565,6 +640,7 @@ void scaler_destroy(scaler_t **self_p)
     scaler_t *self = *self_p;
     exec_client_destroy(&self->exec);
     fsm_destroy(&self->fsm);
+    profiler_destroy(&self->profiler);
     drain_destroy(&self->drain);
     store_destroy(&self->store);
     zsock_destroy(&self->sub_exec);

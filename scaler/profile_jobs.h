@@ -1,0 +1,26 @@
+/* profile_jobs.h - the edge of profiling in tide-scaler: a wanted profile (profiler.h) sent as
+ * a PROFILE job through the executor client, beside the state machine's own job. The fsm never
+ * sees these jobs: their ids start with PROFILE_JOB_PREFIX, and their results are only
+ * logged. */
+#ifndef SCALER_PROFILE_JOBS_H
+#define SCALER_PROFILE_JOBS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "executor_client.h"
+#include "profiler.h"
+#include "tide_config.h"
+
+#define PROFILE_JOB_PREFIX "profile-"
+
+/* True when job_id is a profile job's. */
+bool profile_jobs_is(const char *job_id);
+
+/* Queues want as a PROFILE job named "profile-<instance>-<wall ms>" (into job_id). Returns 0,
+ * or exec_client_submit_profile's error (-ENOSPC when the queue is full, -ENOMEM). */
+int profile_jobs_send(exec_client_t *exec, const tide_config_t *cfg, const profile_want_t *want,
+                      uint64_t now_ms, char *job_id, size_t idlen);
+
+#endif

@@ -1,0 +1,60 @@
+/* profiler.h - when tide profiles an instance: the scaler's pure rule. An instance failing at
+ * least profiling.error_rate of its requests for profiling.error_for_s gets an "errors"
+ * profile, at most once per profiling.min_interval_s; `tidectl profile NAME` asks for a
+ * "manual" one. Either way a healthy sibling (the pool member failing least, below half the
+ * threshold) is the baseline.
+ *
+ * Pure: snapshots' error rates and the time go in, wanted profiles come out; the caller sends
+ * the PROFILE job beside the scaling jobs (a profile never waits for, nor holds up, scaling). */
+#ifndef SCALER_PROFILER_H
+#define SCALER_PROFILER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "names.h"
+#include "tide_config.h"
+
+typedef struct {
+    bool enabled; /* automatic profiles; manual ones work either way */
+    double error_rate;
+    uint64_t error_for_ms;
+    uint64_t min_interval_ms;
+    uint32_t window_s; /* seconds an automatic profile samples */
+    uint32_t manual_s; /* a manual profile without seconds */
+    uint32_t max_s;    /* the longest manual profile */
+    uint64_t stale_ms; /* an instance not in a snapshot this long is forgotten */
+} profiler_config_t;
+
+void profiler_config_from_tide(profiler_config_t *cfg, const tide_config_t *tide);
+
+/* A profile to take. */
+typedef struct {
+    int index;    /* the instance */
+    int baseline; /* a healthy sibling, or -1 */
+    char reason[16];
+    char detail[160];
+    uint32_t seconds;
+} profile_want_t;
+
+typedef struct profiler_t profiler_t;
+
+/* NULL when out of memory. cfg is copied. */
+profiler_t *profiler_new(const profiler_config_t *cfg);
+void profiler_destroy(profiler_t **self_p);
+
+/* One snapshot's error rate of instance index, which is in the pool. */
+void profiler_note(profiler_t *self, int index, double error_rate, uint64_t now_ms);
+
+/* The next automatic profile due now, if any: returns 1 with *out filled (and the instance's
+ * rate limit started), else 0. Call until it returns 0. */
+int profiler_due(profiler_t *self, uint64_t now_ms, profile_want_t *out);
+
+/* A manual profile of index for seconds (0 = manual_s). in_pool says whether the instance is
+ * in the pool. Returns 0 with *out filled, or -EINVAL with the reason in err (not in the
+ * pool, seconds out of bounds). Manual profiles are not rate limited. */
+int profiler_manual(profiler_t *self, int index, bool in_pool, uint32_t seconds, uint64_t now_ms,
+                    profile_want_t *out, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,139 @@
+/* test_profiler.c - unit tests of scaler/profiler.c: when an instance's errors get it a
+ * profile (threshold held for error_for, one per min_interval, a gap in the snapshots restarts
+ * the count), which sibling is the baseline, and the checks of a manual profile. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <string.h>
+
+#include "profiler.h"
+
+static profiler_config_t s_cfg(void)
+{
+    profiler_config_t c = {
+        .enabled = true,
+        .error_rate = 0.2,
+        .error_for_ms = 3000,
+        .min_interval_ms = 60000,
+        .window_s = 5,
+        .manual_s = 10,
+        .max_s = 120,
+        .stale_ms = 2500,
+    };
+    return c;
+}
+
+/* Feeds one snapshot a second from t0 to t1 (inclusive): instance 1 at rate1, instance 0 and
+ * 2 healthy at rate0 and rate2. Returns how many profiles were due, the last in *w. */
+static int s_run(profiler_t *p, uint64_t t0, uint64_t t1, double rate1, double rate0, double rate2,
+                 profile_want_t *w)
+{
+    int due = 0;
+    for (uint64_t t = t0; t <= t1; t += 1000) {
+        profiler_note(p, 0, rate0, t);
+        profiler_note(p, 1, rate1, t);
+        profiler_note(p, 2, rate2, t);
+        while (profiler_due(p, t, w) == 1)
+            due++;
+    }
+    return due;
+}
+
+static void test_errors_trigger_once_per_interval(void **state)
+{
+    (void)state;
+    profiler_config_t c = s_cfg();
+    profiler_t *p = profiler_new(&c);
+    profile_want_t w;
+    /* 2 s over the threshold: not yet */
+    assert_int_equal(s_run(p, 1000, 3000, 0.5, 0.0, 0.05, &w), 0);
+    /* the 3rd second over it: one profile, of instance 1, baseline the healthiest (0) */
+    assert_int_equal(s_run(p, 4000, 4000, 0.5, 0.0, 0.05, &w), 1);
+    assert_int_equal(w.index, 1);
+    assert_int_equal(w.baseline, 0);
+    assert_string_equal(w.reason, "errors");
+    assert_string_equal(w.detail, "error rate 0.50 for 3.0 s");
+    assert_int_equal(w.seconds, 5);
+    /* still failing for the rest of the interval: nothing more */
+    assert_int_equal(s_run(p, 5000, 63000, 0.5, 0.0, 0.05, &w), 0);
+    /* past min_interval: the next one */
+    assert_int_equal(s_run(p, 64000, 64000, 0.5, 0.0, 0.05, &w), 1);
+    profiler_destroy(&p);
+    assert_null(p);
+}
+
+static void test_below_threshold_or_gaps_do_not_trigger(void **state)
+{
+    (void)state;
+    profiler_config_t c = s_cfg();
+    profiler_t *p = profiler_new(&c);
+    profile_want_t w;
+    /* just under the threshold for long: never */
+    assert_int_equal(s_run(p, 1000, 30000, 0.19, 0, 0, &w), 0);
+    /* failing 2 s, a dip, failing 2 s: the streak restarts at the dip */
+    assert_int_equal(s_run(p, 31000, 33000, 0.9, 0, 0, &w), 0);
+    assert_int_equal(s_run(p, 34000, 34000, 0.0, 0, 0, &w), 0);
+    assert_int_equal(s_run(p, 35000, 37000, 0.9, 0, 0, &w), 0);
+    /* a 5 s gap in the snapshots (metrics down): the time failing is unknown, start again */
+    assert_int_equal(s_run(p, 42000, 44000, 0.9, 0, 0, &w), 0);
+    assert_int_equal(s_run(p, 45000, 45000, 0.9, 0, 0, &w), 1);
+    profiler_destroy(&p);
+
+    c.enabled = false;
+    p = profiler_new(&c);
+    assert_int_equal(s_run(p, 1000, 20000, 1.0, 0, 0, &w), 0);
+    profiler_destroy(&p);
+}
+
+/* The baseline is a pool member under half the threshold; none when all siblings fail. */
+static void test_baseline_choice(void **state)
+{
+    (void)state;
+    profiler_config_t c = s_cfg();
+    profiler_t *p = profiler_new(&c);
+    profile_want_t w;
+    assert_int_equal(s_run(p, 1000, 4000, 0.6, 0.15, 0.02, &w), 1);
+    assert_int_equal(w.baseline, 2); /* 0 fails 15%: over half the threshold */
+    profiler_destroy(&p);
+    p = profiler_new(&c);
+    assert_int_equal(s_run(p, 1000, 4000, 0.6, 0.5, 0.5, &w), 3); /* all three fail */
+    assert_int_equal(w.baseline, -1);
+    profiler_destroy(&p);
+}
+
+static void test_manual(void **state)
+{
+    (void)state;
+    profiler_config_t c = s_cfg();
+    profiler_t *p = profiler_new(&c);
+    profile_want_t w;
+    char err[160];
+    s_run(p, 1000, 1000, 0.0, 0.0, 0.0, &w);
+    assert_int_equal(profiler_manual(p, 1, true, 0, 1000, &w, err, sizeof err), 0);
+    assert_int_equal(w.seconds, 10);
+    assert_int_equal(w.index, 1);
+    assert_int_equal(w.baseline, 0);
+    assert_string_equal(w.reason, "manual");
+    /* manual ones are not rate limited */
+    assert_int_equal(profiler_manual(p, 1, true, 120, 1000, &w, err, sizeof err), 0);
+    assert_int_equal(profiler_manual(p, 1, true, 121, 1000, &w, err, sizeof err), -EINVAL);
+    assert_string_equal(err, "seconds 121 out of bounds (1..120, profiling.max_seconds)");
+    assert_int_equal(profiler_manual(p, 7, false, 5, 1000, &w, err, sizeof err), -EINVAL);
+    assert_string_equal(err, "not an instance in the pool");
+    assert_int_equal(profiler_manual(p, -1, false, 5, 1000, &w, err, sizeof err), -EINVAL);
+    profiler_destroy(&p);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_errors_trigger_once_per_interval),
+        cmocka_unit_test(test_below_threshold_or_gaps_do_not_trigger),
+        cmocka_unit_test(test_baseline_choice),
+        cmocka_unit_test(test_manual),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
