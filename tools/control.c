@@ -8,11 +8,8 @@
 #include "tide_clock.h"
 #include "tidectl.h"
 
-/* Sends req on a fresh REQ socket to endpoint and waits for the answer. On CTL_OK *reply holds
- * the decoded answer (caller frees with msg_in_free); otherwise the reason is on ctl->err and
- * reply->msg is NULL. peer names the other side in messages ("scaler"). */
-static int s_request(const ctl_t *ctl, const char *peer, const char *endpoint, const char *topic,
-                     const ProtobufCMessage *req, const char *reply_topic, msg_in_t *reply)
+int ctl_request(const ctl_t *ctl, const char *peer, const char *endpoint, const char *topic,
+                const ProtobufCMessage *req, const char *reply_topic, msg_in_t *reply)
 {
     int timeout = ctl->timeout_ms >= 0 ? ctl->timeout_ms : CTL_REQ_TIMEOUT_MS;
     reply->msg = NULL;
@@ -156,8 +153,8 @@ int ctl_control(const ctl_t *ctl, Tide__V1__Command command, uint32_t count, uin
     req.min = min;
     req.max = max;
     msg_in_t in;
-    int status = s_request(ctl, "scaler", ctl->cfg->endpoints.scaler_control, TOPIC_CONTROL_REQ,
-                           &req.base, TOPIC_CONTROL_REP, &in);
+    int status = ctl_request(ctl, "scaler", ctl->cfg->endpoints.scaler_control, TOPIC_CONTROL_REQ,
+                             &req.base, TOPIC_CONTROL_REP, &in);
     if (status != CTL_OK)
         return status;
     const Tide__V1__ControlReply *rep = (const void *)in.msg;
@@ -196,8 +193,8 @@ int ctl_job_status(const ctl_t *ctl, const char *job_id)
     req.kind = TIDE__V1__JOB_KIND__JOB_STATUS;
     req.job_id = (char *)job_id;
     msg_in_t in;
-    int status = s_request(ctl, "executor", ctl->cfg->endpoints.executor_control, TOPIC_EXEC_REQ,
-                           &req.base, TOPIC_EXEC_REP, &in);
+    int status = ctl_request(ctl, "executor", ctl->cfg->endpoints.executor_control, TOPIC_EXEC_REQ,
+                             &req.base, TOPIC_EXEC_REP, &in);
     if (status != CTL_OK)
         return status;
     const Tide__V1__ExecReply *rep = (const void *)in.msg;

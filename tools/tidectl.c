@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "tide_log.h"
+#include "tide_profiles.h"
 #include "tidectl.h"
 
 #define MAX_TOPICS 32
@@ -26,6 +27,13 @@ static void s_usage(FILE *out)
           "  scale N            hold N instances (0 hands the count back to the policy)\n"
           "  bounds MIN MAX     new minimum and maximum instance counts\n"
           "  jobs status JOB_ID the executor's record of a job\n"
+          "  profile NAME [--seconds N]\n"
+          "                     profile an instance now (with a healthy sibling as the\n"
+          "                     baseline of a differential) and print its files\n"
+          "  profiles [--json]  the profiles kept, newest first: id, instance, reason, time\n"
+          "  profile get ID [-o FILE] [--diff | --folded | --crash]\n"
+          "                     write a profile's flamegraph (or its differential, folded\n"
+          "                     stacks, crash stack) to FILE or stdout\n"
           "  config-default     print the default tide.yml, every key commented\n"
           "  check-config       load the config and say whether it is valid\n"
           "\n"
@@ -67,9 +75,21 @@ typedef struct {
     const char *topics[MAX_TOPICS];
     size_t n_topics;
     unsigned long count;
+    unsigned long seconds;
+    const char *output;
+    const char *file; /* profile get: which file of the profile */
 } opts_t;
 
-enum { OPT_TIMEOUT = 1000, OPT_JSON, OPT_TOPIC, OPT_COUNT };
+enum {
+    OPT_TIMEOUT = 1000,
+    OPT_JSON,
+    OPT_TOPIC,
+    OPT_COUNT,
+    OPT_SECONDS,
+    OPT_DIFF,
+    OPT_FOLDED,
+    OPT_CRASH
+};
 
 /* Options are accepted before and after the command. Returns 0, or CTL_USAGE (printed). */
 static int s_parse(int argc, char **argv, opts_t *o, bool stop_at_command)
@@ -80,12 +100,18 @@ static int s_parse(int argc, char **argv, opts_t *o, bool stop_at_command)
                                               {"json", no_argument, NULL, OPT_JSON},
                                               {"topic", required_argument, NULL, OPT_TOPIC},
                                               {"count", required_argument, NULL, OPT_COUNT},
+                                              {"seconds", required_argument, NULL, OPT_SECONDS},
+                                              {"output", required_argument, NULL, 'o'},
+                                              {"diff", no_argument, NULL, OPT_DIFF},
+                                              {"folded", no_argument, NULL, OPT_FOLDED},
+                                              {"crash", no_argument, NULL, OPT_CRASH},
                                               {NULL, 0, NULL, 0}};
     optind = 0; /* 0: a full re-initialisation of GNU getopt between the two passes */
     opterr = 0;
     int c;
     unsigned long v;
-    while ((c = getopt_long(argc, argv, stop_at_command ? "+c:h" : "c:h", long_opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, stop_at_command ? "+c:h" : "c:ho:", long_opts, NULL)) !=
+           -1) {
         switch (c) {
         case 'c':
             o->config = optarg;
@@ -111,6 +137,25 @@ static int s_parse(int argc, char **argv, opts_t *o, bool stop_at_command)
                 return s_bad("--count wants a positive number");
             o->count = v;
             break;
+        case OPT_SECONDS:
+            if (s_number(optarg, 1, 86400, &v) != 0)
+                return s_bad("--seconds wants a whole number of seconds from 1");
+            o->seconds = v;
+            break;
+        case 'o':
+            o->output = optarg;
+            break;
+        case OPT_DIFF:
+        case OPT_FOLDED:
+        case OPT_CRASH: {
+            const char *f = c == OPT_DIFF     ? PROFILE_DIFF
+                            : c == OPT_FOLDED ? PROFILE_FOLDED
+                                              : PROFILE_CRASH;
+            if (o->file && strcmp(o->file, f) != 0)
+                return s_bad("choose one of --diff, --folded, --crash");
+            o->file = f;
+            break;
+        }
         default: {
             char what[128];
             snprintf(what, sizeof what, "unknown option or missing value: %s", argv[optind - 1]);
@@ -165,6 +210,12 @@ int main(int argc, char **argv)
     bool watch = strcmp(command, "watch") == 0;
     if (!watch && (o.n_topics || o.count))
         return s_bad("--topic and --count belong to watch");
+    bool profile = strcmp(command, "profile") == 0;
+    bool getting = profile && nargs >= 1 && strcmp(args[0], "get") == 0;
+    if (o.seconds && (!profile || getting))
+        return s_bad("--seconds belongs to profile NAME");
+    if ((o.output || o.file) && !getting)
+        return s_bad("-o, --diff, --folded and --crash belong to profile get");
     Tide__V1__Command cmd = TIDE__V1__COMMAND__CMD_STATUS;
     unsigned long n1 = 0, n2 = 0;
     int want_args = 0;
@@ -190,6 +241,16 @@ int main(int argc, char **argv)
             return s_bad("bounds wants two counts: tidectl bounds MIN MAX");
         if (nargs == 2 && n1 > n2)
             return s_bad("bounds: MIN is greater than MAX");
+    } else if (getting) {
+        control = false;
+        want_args = 2;
+    } else if (profile) {
+        control = false;
+        want_args = 1;
+        if (nargs == 1 && !*args[0])
+            return s_bad("profile wants an instance name: tidectl profile NAME");
+    } else if (strcmp(command, "profiles") == 0) {
+        control = false;
     } else if (strcmp(command, "jobs") == 0) {
         control = false;
         want_args = 2;
@@ -236,5 +297,11 @@ int main(int argc, char **argv)
         return ctl_control(&ctl, cmd, cmd == TIDE__V1__COMMAND__CMD_SCALE ? (uint32_t)n1 : 0,
                            cmd == TIDE__V1__COMMAND__CMD_BOUNDS ? (uint32_t)n1 : 0,
                            cmd == TIDE__V1__COMMAND__CMD_BOUNDS ? (uint32_t)n2 : 0);
+    if (getting)
+        return ctl_profile_get(&ctl, args[1], o.file ? o.file : PROFILE_SVG, o.output);
+    if (profile)
+        return ctl_profile_take(&ctl, args[0], (uint32_t)o.seconds);
+    if (strcmp(command, "profiles") == 0)
+        return ctl_profiles_list(&ctl);
     return ctl_job_status(&ctl, args[1]);
 }

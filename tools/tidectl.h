@@ -42,6 +42,27 @@ int ctl_watch(const ctl_t *ctl, const char *const *topics, size_t n_topics, unsi
 int ctl_control(const ctl_t *ctl, Tide__V1__Command command, uint32_t count, uint32_t min,
                 uint32_t max);
 
+/* Sends req on a fresh REQ socket to endpoint and waits ctl->timeout_ms for the answer. On
+ * CTL_OK *reply holds the decoded answer (caller frees with msg_in_free); otherwise the reason
+ * is on ctl->err and reply->msg is NULL. peer names the other side in messages ("scaler"). */
+int ctl_request(const ctl_t *ctl, const char *peer, const char *endpoint, const char *topic,
+                const ProtobufCMessage *req, const char *reply_topic, msg_in_t *reply);
+
+/* tidectl profile NAME: asks the scaler to profile instance for seconds (0: the config's
+ * default), waits for the executor's job to end, and prints the profile's id and files (or
+ * its record as JSON). Returns CTL_OK, or CTL_FAIL with the reason on ctl->err (refused, the
+ * job failed, no answer). */
+int ctl_profile_take(const ctl_t *ctl, const char *instance, uint32_t seconds);
+
+/* tidectl profiles: every profile, newest first, one line each (id, instance, reason, time,
+ * samples, baseline) or one JSON object per line. Returns CTL_OK. */
+int ctl_profiles_list(const ctl_t *ctl);
+
+/* tidectl profile get ID: copies the profile's file (flame.svg, or diff.svg, stacks.folded,
+ * crash.txt as what says) to path, or to ctl->out when path is NULL. Returns CTL_OK, or
+ * CTL_FAIL with the reason on ctl->err (unknown id, no such file in it, a write error). */
+int ctl_profile_get(const ctl_t *ctl, const char *id, const char *what, const char *path);
+
 /* Asks the executor for the record of job_id and prints it. Returns as ctl_control. */
 int ctl_job_status(const ctl_t *ctl, const char *job_id);
 
