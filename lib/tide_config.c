@@ -63,7 +63,7 @@ static const centry_t s_schema[] = {
      "how long a new instance may take to become ready"},
     {"app.command", T_PATH, "../build/bin/tide-sample-app", F(app.command), 0, 0, NULL,
      "process driver: the program every instance runs"},
-    {"app.args", T_STR, "--delay-ms 20 --concurrency 4", F(app.args), 0, 0, NULL,
+    {"app.args", T_STR, "--delay-ms 20 --cpu-us 500 --concurrency 4", F(app.args), 0, 0, NULL,
      "process driver: extra arguments (--listen and --name are added per instance)"},
     {"app.image", T_STR, "tide-sample-app:latest", F(app.image), 0, 0, NULL,
      "docker driver: the image every container runs"},

@@ -66,6 +66,14 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     long fd_limit = s_raise_fd_limit();
+    /* A crash leaves a core where the host's core_pattern allows one: the soft limit up to
+     * the hard one (never past it; no sysctl is touched). */
+    struct rlimit core;
+    if (getrlimit(RLIMIT_CORE, &core) == 0 && core.rlim_cur != core.rlim_max) {
+        core.rlim_cur = core.rlim_max;
+        if (setrlimit(RLIMIT_CORE, &core) != 0)
+            app_warn("core dumps stay limited", "err=\"%s\"", strerror(errno));
+    }
     char bound[96];
     int fd = server_listen(&cfg, bound, sizeof bound);
     if (fd < 0) {

@@ -56,7 +56,7 @@ static uint64_t s_thread_cpu_ns(void)
 
 /* Spins until this thread has used ns of CPU. CPU time, not wall time: on a busy machine a
  * request then still costs what was asked, which is what an autoscaler should see. */
-static void s_burn(uint64_t ns)
+__attribute__((noinline)) void sample_request_work(uint64_t ns)
 {
     uint64_t end = s_thread_cpu_ns() + ns;
     volatile uint64_t sink = 0;
@@ -78,7 +78,7 @@ static void *s_worker(void *arg)
             break;
         cost_job_t *job = s_pop(&self->run_head, &self->run_tail);
         pthread_mutex_unlock(&self->mu);
-        s_burn(self->cpu_ns);
+        sample_request_work(self->cpu_ns);
         self->ready(job, self->arg);
         pthread_mutex_lock(&self->mu);
     }

@@ -8,6 +8,7 @@
 #define APP_COST_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 typedef struct cost_job cost_job_t;
 struct cost_job {
@@ -41,6 +42,10 @@ void cost_submit(cost_t *self, cost_job_t *job);
 /* Gives back the slot of a job whose ready callback ran; the next waiting job gets it (its
  * ready callback may run on this thread before this returns). */
 void cost_release(cost_t *self);
+
+/* Burns ns of this thread's CPU time: a request's --cpu-us. Not static and never inlined, so a
+ * profile of the app names it. */
+void sample_request_work(uint64_t ns);
 
 /* Jobs waiting for a slot right now, for logs. */
 int cost_waiting(cost_t *self);

@@ -144,6 +144,13 @@ static int s_parse_target(const char *t, size_t len, http_req_t *req)
         n++;
     req->path = t;
     req->path_len = n;
+    if (n < len && t[n] == '?') {
+        size_t q = n + 1;
+        while (q < len && t[q] != '#')
+            q++;
+        req->query = t + n + 1;
+        req->query_len = q - n - 1;
+    }
     return 0;
 }
 
@@ -174,6 +181,7 @@ int http_parse(const char *head, size_t len, http_req_t *req)
         return 505;
     req->minor = version[7] == '0' ? 0 : 1;
     req->head = (size_t)(sp1 - line) == 4 && memcmp(line, "HEAD", 4) == 0;
+    req->post = (size_t)(sp1 - line) == 4 && memcmp(line, "POST", 4) == 0;
     int rc = s_parse_target(target, (size_t)(sp2 - target), req);
     if (rc)
         return rc;
@@ -312,7 +320,11 @@ size_t http_response_head(char *buf, size_t cap, int status, const char *instanc
     const char *connection = !keep_alive  ? "Connection: close\r\n"
                              : minor == 0 ? "Connection: keep-alive\r\n"
                                           : "";
-    int n = snprintf(buf, cap, "HTTP/1.1 %d %s\r\nX-Instance: %s\r\nContent-Type: %s\r\n%s%s\r\n",
-                     status, http_reason(status), instance, content_type, length, connection);
+    /* RFC 9110 15.5.6: a 405 says what is allowed. The app's only 405s are the /_sample
+     * switches, which take POST. */
+    const char *allow = status == 405 ? "Allow: POST\r\n" : "";
+    int n = snprintf(buf, cap,
+                     "HTTP/1.1 %d %s\r\nX-Instance: %s\r\nContent-Type: %s\r\n%s%s%s\r\n", status,
+                     http_reason(status), instance, content_type, length, allow, connection);
     return n < 0 || (size_t)n >= cap ? 0 : (size_t)n;
 }

@@ -15,6 +15,9 @@
 typedef struct {
     const char *path; /* points into the head; query and fragment cut off */
     size_t path_len;
+    const char *query; /* after the '?', up to any '#'; NULL when there is none */
+    size_t query_len;
+    bool post; /* the method is POST */
     int minor;               /* HTTP/1.minor, 0 or 1 */
     bool head;               /* HEAD: answer without a body */
     bool keep_alive;         /* after the version default and any Connection header */

@@ -1,5 +1,6 @@
 /* app_http_test.c - table tests of the sample app's request parser and router (app_http.c). */
 #include "app_http.h"
+#include "app_misbehave.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -185,8 +186,68 @@ static void s_test_response_head(void)
           "a small buffer must fail");
 }
 
+/* The /_sample switches: paths, methods, the share and cpu_us arguments; then the even spread
+ * of failures and the switches' text. */
+static void s_test_sample(void)
+{
+    static const struct {
+        const char *head;
+        sample_route_t route;
+        uint32_t ppm, cpu_us;
+    } cases[] = {
+        {"GET / HTTP/1.1\r\n\r\n", SAMPLE_NONE, 0, 0},
+        {"GET /_samples HTTP/1.1\r\n\r\n", SAMPLE_NONE, 0, 0},
+        {"GET /_sample HTTP/1.1\r\n\r\n", SAMPLE_SHOW, 0, 0},
+        {"POST /_sample/ HTTP/1.1\r\n\r\n", SAMPLE_SHOW, 0, 0},
+        {"POST /_sample/fail?share=0.5 HTTP/1.1\r\n\r\n", SAMPLE_FAIL, 500000, 2000},
+        {"POST /_sample/fail?share=1&cpu_us=300 HTTP/1.1\r\n\r\n", SAMPLE_FAIL, 1000000, 300},
+        {"POST /_sample/fail?cpu_us=0&share=.25 HTTP/1.1\r\n\r\n", SAMPLE_FAIL, 250000, 0},
+        {"POST /_sample/fail?share=0 HTTP/1.1\r\n\r\n", SAMPLE_FAIL, 0, 2000},
+        {"POST /_sample/fail?share=0.1234567 HTTP/1.1\r\n\r\n", SAMPLE_BAD_ARG, 0, 0},
+        {"POST /_sample/fail?share=1.5 HTTP/1.1\r\n\r\n", SAMPLE_BAD_ARG, 0, 0},
+        {"POST /_sample/fail?share=-1 HTTP/1.1\r\n\r\n", SAMPLE_BAD_ARG, 0, 0},
+        {"POST /_sample/fail?share= HTTP/1.1\r\n\r\n", SAMPLE_BAD_ARG, 0, 0},
+        {"POST /_sample/fail?share=0.5x HTTP/1.1\r\n\r\n", SAMPLE_BAD_ARG, 0, 0},
+        {"POST /_sample/fail HTTP/1.1\r\n\r\n", SAMPLE_BAD_ARG, 0, 0},
+        {"POST /_sample/fail?share=0.5&cpu_us=100001 HTTP/1.1\r\n\r\n", SAMPLE_BAD_ARG, 0, 0},
+        {"POST /_sample/fail?share=0.5&x=1 HTTP/1.1\r\n\r\n", SAMPLE_BAD_ARG, 0, 0},
+        {"GET /_sample/fail?share=0.5 HTTP/1.1\r\n\r\n", SAMPLE_METHOD, 0, 0},
+        {"POST /_sample/crash HTTP/1.1\r\n\r\n", SAMPLE_CRASH, 0, 0},
+        {"PUT /_sample/crash HTTP/1.1\r\n\r\n", SAMPLE_METHOD, 0, 0},
+        {"POST /_sample/other HTTP/1.1\r\n\r\n", SAMPLE_NOT_FOUND, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        http_req_t req;
+        int st = http_parse(cases[i].head, strlen(cases[i].head), &req);
+        CHECK(st == 0, "sample case %zu: parse %d", i, st);
+        uint32_t ppm = 0, cpu = 0;
+        sample_route_t r = misbehave_route(&req, &ppm, &cpu);
+        CHECK(r == cases[i].route, "sample case %zu: route %d, want %d", i, r, cases[i].route);
+        if (r == SAMPLE_FAIL)
+            CHECK(ppm == cases[i].ppm && cpu == cases[i].cpu_us,
+                  "sample case %zu: ppm %u cpu %u", i, ppm, cpu);
+    }
+    /* share 0.5 fails every other request, 0.25 one in four; 0 none */
+    misbehave_set_fail(500000, 0);
+    int failed = 0;
+    for (int i = 0; i < 10; i++)
+        failed += misbehave_fail_now();
+    CHECK(failed == 5, "share 0.5 failed %d of 10", failed);
+    misbehave_set_fail(250000, 0);
+    failed = 0;
+    for (int i = 0; i < 100; i++)
+        failed += misbehave_fail_now();
+    CHECK(failed == 25, "share 0.25 failed %d of 100", failed);
+    char text[80];
+    misbehave_describe(text, sizeof text);
+    CHECK(strcmp(text, "fail_share=0.250000 fail_cpu_us=0\n") == 0, "describe: %s", text);
+    misbehave_set_fail(0, 2000);
+    CHECK(!misbehave_fail_now(), "share 0 failed a request");
+}
+
 int main(void)
 {
+    s_test_sample();
     s_test_parse();
     s_test_expect();
     s_test_head_end();

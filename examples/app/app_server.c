@@ -3,6 +3,7 @@
 #define _GNU_SOURCE /* accept4, sched_getaffinity */
 #endif
 #include "app_server.h"
+#include "app_misbehave.h"
 
 #include "app_cost.h"
 #include "app_http.h"
@@ -55,6 +56,8 @@ struct conn {
     size_t in_r, in_w, scan; /* unparsed input is in[in_r..in_w); scan: see http_head_end */
     /* The request being served, copied out of in[] because in[] moves. */
     http_route_t route;
+    sample_route_t sample; /* a /_sample switch, answered at once */
+    uint32_t share_ppm, fail_cpu_us;
     uint64_t arg;
     int minor;
     bool head, keep_alive;
@@ -107,6 +110,7 @@ static char s_fill[FILL_CHUNK];
 static __thread loop_t *s_self;
 
 static void s_conn_drive(conn_t *c);
+static int s_conn_flush(conn_t *c);
 
 uint64_t server_now_ns(void)
 {
@@ -246,6 +250,11 @@ static void s_conn_respond(conn_t *c)
         s_conn_queue(c, 200, text, "ok\n", 3, 0, keep_alive);
         break;
     case ROUTE_HELLO:
+        if (misbehave_fail_now()) {
+            static const char failing[] = "failing on purpose (POST /_sample/fail?share=0)\n";
+            s_conn_queue(c, 500, text, failing, sizeof failing - 1, 0, keep_alive);
+            break;
+        }
         s_conn_queue(c, 200, text, s->hello, s->hello_len, 0, keep_alive);
         break;
     case ROUTE_STATUS:
@@ -335,10 +344,59 @@ static void s_cost_ready(cost_job_t *job, void *arg)
         s_loop_wake(loop);
 }
 
+/* A /_sample switch: answered at once, outside the cost and the limit, like the health path. */
+static void s_conn_sample(conn_t *c)
+{
+    bool keep_alive = c->keep_alive && !atomic_load(&c->loop->server->draining);
+    const char *text = "text/plain; charset=utf-8";
+    char body[160];
+    size_t n = 0;
+    int status = 200;
+    switch (c->sample) {
+    case SAMPLE_FAIL:
+        misbehave_set_fail(c->share_ppm, c->fail_cpu_us);
+        app_info("told to fail", "share_ppm=%u cpu_us=%u", c->share_ppm, c->fail_cpu_us);
+        __attribute__((fallthrough)); /* answer with the new switches */
+    case SAMPLE_SHOW:
+        n = misbehave_describe(body, sizeof body);
+        break;
+    case SAMPLE_CRASH:
+        status = 202;
+        n = (size_t)snprintf(body, sizeof body, "crashing now (SIGSEGV)\n");
+        break;
+    case SAMPLE_BAD_ARG:
+        status = 400;
+        n = (size_t)snprintf(body, sizeof body,
+                             "want POST /_sample/fail?share=S (0 <= S <= 1, up to 6 decimals)"
+                             "[&cpu_us=0..%d]\n",
+                             MISBEHAVE_CPU_US_MAX);
+        break;
+    case SAMPLE_METHOD:
+        status = 405;
+        n = (size_t)snprintf(body, sizeof body, "this switch takes POST\n");
+        break;
+    default:
+        status = 404;
+        n = (size_t)snprintf(body, sizeof body, "the switches are /_sample/fail, /_sample/crash\n");
+        break;
+    }
+    s_conn_queue(c, status, text, body, n, 0, keep_alive);
+    atomic_fetch_add_explicit(&c->loop->requests, 1, memory_order_relaxed);
+    if (c->sample == SAMPLE_CRASH) {
+        app_info("told to crash", "%s", "");
+        s_conn_flush(c); /* the 202 goes out first, as far as the socket takes it */
+        sample_crash_now();
+    }
+}
+
 /* A whole request (head and body) is in: answer it now or send it through the cost. */
 static void s_conn_dispatch(conn_t *c)
 {
     server_t *s = c->loop->server;
+    if (c->sample != SAMPLE_NONE) {
+        s_conn_sample(c);
+        return;
+    }
     if (c->route == ROUTE_HEALTH || !s->costly) {
         s_conn_respond(c);
         return;
@@ -383,6 +441,9 @@ static bool s_conn_process(conn_t *c)
         int status = http_parse(c->in + c->in_r, n, &req);
         if (status == 0) {
             c->route = http_route(req.path, req.path_len, s->cfg.health_path, &c->arg);
+            c->sample = c->route == ROUTE_HEALTH
+                            ? SAMPLE_NONE
+                            : misbehave_route(&req, &c->share_ppm, &c->fail_cpu_us);
             c->minor = req.minor;
             c->head = req.head;
             c->keep_alive = req.keep_alive;
