@@ -1,5 +1,6 @@
-/* http.c - libmicrohttpd server for /metrics and /api/snapshot (see http.h). */
+/* http.c - libmicrohttpd server for /metrics, /api/snapshot and the profiles (see http.h). */
 #include "http.h"
+#include "http_profiles.h"
 
 #include <errno.h>
 #include <microhttpd.h>
@@ -21,7 +22,8 @@
 
 struct _http_t {
     struct MHD_Daemon *daemon;
-    pthread_mutex_t lock; /* guards the two bodies */
+    char profiles_root[4096]; /* "" = no profile pages; set before the daemon starts */
+    pthread_mutex_t lock;     /* guards the two bodies */
     char *metrics;
     size_t mlen;
     char *json;
@@ -67,6 +69,8 @@ static enum MHD_Result s_handle(void *cls, struct MHD_Connection *conn, const ch
     http_t *self = cls;
     atomic_fetch_add(&self->requests, 1);
     bool get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, "HEAD") == 0;
+    if (get && http_profiles_match(url) && self->profiles_root[0])
+        return http_profiles_answer(conn, self->profiles_root, url);
     bool metrics = get && strcmp(url, "/metrics") == 0;
     bool snapshot = get && strcmp(url, "/api/snapshot") == 0;
     if (!metrics && !snapshot) {
@@ -88,7 +92,7 @@ static enum MHD_Result s_handle(void *cls, struct MHD_Connection *conn, const ch
     return rc;
 }
 
-http_t *http_new(const char *listen, char *err, size_t errlen)
+http_t *http_new(const char *listen, const char *profiles_root, char *err, size_t errlen)
 {
     char host[CFG_STR], port_s[16];
     int port;
@@ -108,6 +112,13 @@ http_t *http_new(const char *listen, char *err, size_t errlen)
     if (!self) {
         freeaddrinfo(ai);
         snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    if (profiles_root && snprintf(self->profiles_root, sizeof self->profiles_root, "%s",
+                                  profiles_root) >= (int)sizeof self->profiles_root) {
+        freeaddrinfo(ai);
+        free(self);
+        snprintf(err, errlen, "the profiles folder's path is too long");
         return NULL;
     }
     pthread_mutex_init(&self->lock, NULL);

@@ -1,5 +1,6 @@
-/* http.h - tide-metrics' HTTP side (libmicrohttpd): GET /metrics (Prometheus text) and
- * GET /api/snapshot (the last MetricsSnapshot as JSON); anything else is 404.
+/* http.h - tide-metrics' HTTP side (libmicrohttpd): GET /metrics (Prometheus text),
+ * GET /api/snapshot (the last MetricsSnapshot as JSON), GET /api/profiles and
+ * /profiles/ID/FILE (the executor's profiles, http_profiles.h); anything else is 404.
  *
  * MHD serves from its own thread. It never sees the aggregator or a ZeroMQ socket: the main
  * thread renders both bodies and hands copies over with http_publish, under a mutex. */
@@ -11,9 +12,10 @@
 typedef struct _http_t http_t;
 
 /* Starts serving on listen ("host:port"; host a numeric IPv4/IPv6 address or a name). Until
- * the first http_publish both paths answer 503. Returns NULL with the reason in err when the
+ * the first http_publish both paths answer 503. profiles_root (NULL: no profile pages) is
+ * where the profiles are. Returns NULL with the reason in err when the
  * address is bad or cannot be bound. */
-http_t *http_new(const char *listen, char *err, size_t errlen);
+http_t *http_new(const char *listen, const char *profiles_root, char *err, size_t errlen);
 
 /* Stops the server (waits for its thread) and frees everything; sets *self_p to NULL. */
 void http_destroy(http_t **self_p);

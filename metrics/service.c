@@ -11,6 +11,7 @@
 #include "prom.h"
 #include "tide_clock.h"
 #include "tide_log.h"
+#include "tide_profiles.h"
 
 /* Messages read from one socket per wakeup before timers get a look in. */
 #define DRAIN_BATCH 256
@@ -167,7 +168,9 @@ int service_run(const tide_config_t *cfg, msg_sender_t *sender)
     self.executor = s_socket(ZMQ_SUB, cfg->endpoints.executor_events, false, "executor_events");
     if (!self.stats || !self.pub || !self.scaler || !self.executor)
         goto done;
-    self.http = http_new(cfg->metrics.listen, err, sizeof err);
+    char profiles[CFG_PATH + 16];
+    self.http = http_new(cfg->metrics.listen, profiles_root(cfg, profiles, sizeof profiles), err,
+                         sizeof err);
     if (!self.http) {
         log_error("cannot start the HTTP server", "listen=%s error=%s", cfg->metrics.listen,
                   log_quote(q[0], sizeof q[0], err));

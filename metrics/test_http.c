@@ -55,7 +55,7 @@ static void test_paths(void **state)
     int port = s_free_port();
     char listen[64], err[256], buf[8192];
     snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
-    http_t *http = http_new(listen, err, sizeof err);
+    http_t *http = http_new(listen, NULL, err, sizeof err);
     if (!http)
         fail_msg("http_new: %s", err);
 
@@ -97,7 +97,7 @@ static void test_paths(void **state)
     assert_int_equal(http_requests(http), 12);
 
     /* the port is taken now: a second server fails with a reason */
-    http_t *again = http_new(listen, err, sizeof err);
+    http_t *again = http_new(listen, NULL, err, sizeof err);
     assert_null(again);
     assert_non_null(strstr(err, listen));
     http_destroy(&http);
@@ -113,7 +113,7 @@ static void test_bad_address(void **state)
     char err[256];
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         err[0] = '\0';
-        assert_null(http_new(bad[i], err, sizeof err));
+        assert_null(http_new(bad[i], NULL, err, sizeof err));
         assert_true(err[0] != '\0');
     }
 }

@@ -152,6 +152,15 @@ def test_profiles(make_stack):
         # Opened in a real browser, its search finds the function.
         matched = chromium_matched(os.path.join(folder, "flame.svg"), FAIL_FUNC)
         assert abs(matched - share(mine, FAIL_FUNC)) < 0.05, (matched, share(mine, FAIL_FUNC))
+        # Served by tide-metrics: the list, and the files as they are on disk.
+        mport = st.ports["metrics_http"]
+        listed = json.loads(http_get("127.0.0.1", mport, "/api/profiles")[2])
+        assert [q["id"] for q in listed] == [p["id"]], listed
+        status, headers, body = http_get("127.0.0.1", mport, "/profiles/%s/diff.svg" % p["id"])
+        assert status == 200 and headers.get("content-type") == "image/svg+xml", (status, headers)
+        assert body == diff.encode(), "the served diff.svg differs from the file"
+        assert http_get("127.0.0.1", mport, "/profiles/%s/nope.txt" % p["id"])[0] == 404
+        assert http_get("127.0.0.1", mport, "/profiles/..%2f/flame.svg")[0] in (400, 404)
         # Announced on the bus.
         st.wait_until(lambda: [m for m in watch.msgs("profile") if m.get("id") == p["id"]],
                       10, "tidectl watch prints the profile event")
