@@ -44,6 +44,8 @@ typedef struct {
     char host[64];
     char command[CFG_PATH];
     char crash_note[256];
+    char source[16]; /* "ring" (flight recorders' dumps) or "live" (sampled for the job) */
+    int window_s;    /* ring: keep the last window_s seconds of the target's samples */
 } meta_t;
 
 /* Reads meta.txt: "KEY VALUE" lines; unknown keys are ignored (a newer playbook may say more).
@@ -79,6 +81,10 @@ static int s_read_meta(const char *work, meta_t *m, char *err, size_t errlen)
             snprintf(m->command, sizeof m->command, "%s", val);
         else if (strcmp(line, "crash_note") == 0)
             snprintf(m->crash_note, sizeof m->crash_note, "%s", val);
+        else if (strcmp(line, "source") == 0)
+            snprintf(m->source, sizeof m->source, "%s", val);
+        else if (strcmp(line, "window_s") == 0)
+            m->window_s = atoi(val);
     }
     fclose(f);
     if (m->target_pid <= 0) {
@@ -88,8 +94,10 @@ static int s_read_meta(const char *work, meta_t *m, char *err, size_t errlen)
     return 0;
 }
 
-/* Folds the samples of pid from script into a new set (NULL with err set on failure). */
-static flame_t *s_fold(const char *script, long pid, flame_stats_t *st, char *err, size_t errlen)
+/* Folds the samples of pid in [from_s, to_s] (0, 0: all) from script into a new set (NULL with
+ * err set on failure). */
+static flame_t *s_fold(const char *script, long pid, double from_s, double to_s,
+                       flame_stats_t *st, char *err, size_t errlen)
 {
     FILE *in = fopen(script, "r");
     if (!in) {
@@ -97,7 +105,7 @@ static flame_t *s_fold(const char *script, long pid, flame_stats_t *st, char *er
         return NULL;
     }
     flame_t *f = flame_new();
-    flame_filter_t filter = {0, 0, pid};
+    flame_filter_t filter = {from_s, to_s, pid};
     int rc = f ? flame_parse_perf_script(f, in, &filter, st) : -ENOMEM;
     fclose(in);
     if (rc != 0) {
@@ -178,10 +186,20 @@ int profile_build(const tide_config_t *cfg, job_t *job, char *err, size_t errlen
     flame_stats_t st = {0}, bst = {0};
     profile_rec_t *rec = calloc(1, sizeof *rec);
     int rc = rec ? s_read_meta(work, &m, err, errlen) : -ENOMEM;
-    if (rc == 0 && !(target = s_fold(script, m.target_pid, &st, err, errlen)))
+    if (rc == 0 && !(target = s_fold(script, m.target_pid, 0, 0, &st, err, errlen)))
         rc = -EIO;
+    /* A recorder's ring holds more than was asked: the last window_s seconds of the target's
+     * samples stay, and the baseline is cut to the same seconds (one clock on one host). */
+    double from = 0, to = 0;
+    if (rc == 0 && m.window_s > 0 && st.samples + st.outside > 0) {
+        from = st.last_s - m.window_s;
+        to = st.last_s;
+        flame_destroy(&target);
+        if (!(target = s_fold(script, m.target_pid, from, to, &st, err, errlen)))
+            rc = -EIO;
+    }
     bool has_base = rc == 0 && job->n_instances > 1 && m.baseline_pid > 0;
-    if (has_base && !(base = s_fold(script, m.baseline_pid, &bst, err, errlen)))
+    if (has_base && !(base = s_fold(script, m.baseline_pid, from, to, &bst, err, errlen)))
         rc = -EIO;
     if (rc == 0 && (rc = s_make_folder(root, job, rec->id, sizeof rec->id, dir, sizeof dir)) != 0)
         snprintf(err, errlen, "cannot create a folder under %s: %s", root, strerror(-rc));
@@ -199,6 +217,7 @@ int profile_build(const tide_config_t *cfg, job_t *job, char *err, size_t errlen
     snprintf(rec->instance, sizeof rec->instance, "%s", job->instances[0].name);
     snprintf(rec->host, sizeof rec->host, "%s", m.host[0] ? m.host : job->instances[0].host);
     snprintf(rec->reason, sizeof rec->reason, "%s", job->profile.reason);
+    snprintf(rec->source, sizeof rec->source, "%.7s", m.source[0] ? m.source : "live");
     snprintf(rec->detail, sizeof rec->detail, "%.255s", job->profile.detail);
     snprintf(rec->command, sizeof rec->command, "%s", m.command);
     rec->created_ms = clock_wall_ms();
@@ -214,18 +233,19 @@ int profile_build(const tide_config_t *cfg, job_t *job, char *err, size_t errlen
     rec->has_crash = s_copy_crash(work, dir);
     snprintf(rec->crash_note, sizeof rec->crash_note, "%s", m.crash_note);
 
-    char from[32], to[32], title[640], sub[768];
-    s_clock_text(rec->from_ms, from, sizeof from);
-    s_clock_text(rec->to_ms, to, sizeof to);
+    char from_text[32], to_text[32], title[640], sub[768];
+    s_clock_text(rec->from_ms, from_text, sizeof from_text);
+    s_clock_text(rec->to_ms, to_text, sizeof to_text);
     snprintf(title, sizeof title, "%s %s: %s%s%s", rec->service, rec->instance, rec->reason,
              rec->detail[0] ? " (" : "", rec->detail[0] ? rec->detail : "");
     if (strlen(title) + 1 < sizeof title && rec->detail[0])
         strcat(title, ")");
     snprintf(sub, sizeof sub,
-             "%s to %s UTC (%.1f s), %d Hz cpu-clock, %" PRIu64 " samples, %.0f%% of frames "
+             "%s to %s UTC (%.1f s%s), %d Hz cpu-clock, %" PRIu64 " samples, %.0f%% of frames "
              "unnamed, host %s",
-             from, to + 11, (double)(rec->to_ms - rec->from_ms) / 1000.0, rec->rate_hz,
-             rec->samples, 100.0 * rec->unknown_share, rec->host);
+             from_text, to_text + 11, (double)(rec->to_ms - rec->from_ms) / 1000.0,
+             strcmp(m.source, "ring") == 0 ? ", the flight recorder's last seconds" : "",
+             rec->rate_hz, rec->samples, 100.0 * rec->unknown_share, rec->host);
     flame_svg_opts_t opts = {.title = title, .subtitle = sub};
     rc = s_write_file(dir, PROFILE_FOLDED, target, NULL, NULL);
     if (rc == 0)

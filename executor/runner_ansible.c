@@ -165,6 +165,13 @@ int runner_ansible_write_vars(const tide_config_t *cfg, const job_t *job, const 
     s_json_str(f, cfg->executor.supervisor_config);
     fputs(", \"result_file\": ", f);
     s_json_str(f, result_file);
+    /* Every job: scale ups start the flight recorders, profiles read them. */
+    fputs(",\n \"profiling\": {\"enabled\": ", f);
+    s_json_str(f, cfg->profiling.enabled);
+    fputs(", \"perf\": ", f);
+    s_json_str(f, cfg->profiling.perf);
+    fprintf(f, ", \"rate_hz\": %d, \"window_s\": %d}", cfg->profiling.rate_hz,
+            cfg->profiling.window_s);
     if (job->kind == TIDE__V1__JOB_KIND__JOB_PROFILE) {
         char work[CFG_PATH + 2 * JOB_ID_MAX + 32];
         fputs(",\n \"profile\": {\"reason\": ", f);

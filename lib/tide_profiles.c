@@ -26,10 +26,10 @@ bool profiles_id_ok(const char *id)
 
 static json_t *s_to_json(const profile_rec_t *r)
 {
-    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:i, s:I, s:f, s:s, s:I, "
-                     "s:s, s:s, s:b, s:b}",
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:i, s:I, s:f, s:s, "
+                     "s:I, s:s, s:s, s:b, s:b}",
                      "id", r->id, "service", r->service, "instance", r->instance, "host", r->host,
-                     "reason", r->reason, "detail", r->detail, "created_ms",
+                     "reason", r->reason, "source", r->source, "detail", r->detail, "created_ms",
                      (json_int_t)r->created_ms, "from_ms", (json_int_t)r->from_ms, "to_ms",
                      (json_int_t)r->to_ms, "rate_hz", r->rate_hz, "samples", (json_int_t)r->samples,
                      "unknown_share", r->unknown_share, "baseline", r->baseline, "baseline_samples",
@@ -108,6 +108,7 @@ int profile_rec_read(const char *dir, profile_rec_t *rec, char *err, size_t errl
               s_str(j, "instance", rec->instance, sizeof rec->instance) &&
               s_str(j, "host", rec->host, sizeof rec->host) &&
               s_str(j, "reason", rec->reason, sizeof rec->reason) &&
+              s_str(j, "source", rec->source, sizeof rec->source) &&
               s_str(j, "detail", rec->detail, sizeof rec->detail) &&
               s_u64(j, "created_ms", &rec->created_ms) && s_u64(j, "from_ms", &rec->from_ms) &&
               s_u64(j, "to_ms", &rec->to_ms) && s_u64(j, "rate_hz", &rate) &&

@@ -29,6 +29,7 @@ typedef struct {
     char instance[64];
     char host[64];
     char reason[16]; /* "errors", "crash", "manual" */
+    char source[8];  /* "ring": the flight recorders' last seconds; "live": sampled for it */
     char detail[256];
     uint64_t created_ms, from_ms, to_ms; /* wall clock */
     int rate_hz;

@@ -399,6 +399,9 @@ def stack_config(ports, base_port, max_instances, tmp, service="it"):
                    "health_check_interval_s": 0},
         "executor": {"state_dir": os.path.join(tmp, "executor"),
                      "job_deadline_ms": 15000},
+        # Off: automatic profiles and flight recorders are what test_profile and
+        # test_process_driver look at; elsewhere a profile job would be noise in the scenario.
+        "profiling": {"enabled": "off"},
     }
 
 

@@ -133,6 +133,9 @@ def test_profiles(make_stack):
         assert p["instance"] == "production1" and p["baseline"] == "production0", p
         assert p["has_diff"] and p["samples"] > 0, p
         assert "error rate" in p["detail"], p
+        # The seconds before the trigger, from the flight recorders' rings.
+        assert p["source"] == "ring", p
+        assert 3.5 <= (p["to_ms"] - p["from_ms"]) / 1000 <= 4.5, p
         folder = os.path.join(st.cfg["executor"]["state_dir"], "profiles", p["id"])
         files = sorted(os.listdir(folder))
         assert files == ["baseline.folded", "diff.svg", "flame.svg", "record.json",
@@ -172,6 +175,7 @@ def test_profiles(make_stack):
         assert r.returncode == 0, (r.stdout, r.stderr)
         manual = [q for q in profiles(st) if q["reason"] == "manual"]
         assert len(manual) == 1 and manual[0]["instance"] == "production0", manual
+        assert manual[0]["source"] == "live", manual
         assert manual[0]["id"] in r.stdout, r.stdout
         assert 2.5 <= (manual[0]["to_ms"] - manual[0]["from_ms"]) / 1000 <= 6, manual[0]
         mfolder = os.path.join(st.cfg["executor"]["state_dir"], "profiles", manual[0]["id"])
@@ -193,8 +197,16 @@ def test_profiles(make_stack):
         status, _, _ = http_get("127.0.0.1", st.ports["proxy"], "/")
         assert status == 200
     stats = load.stats()
-    print("\nerrors profile %.1f s after the failures began; load %r" % (
-        t_profile - t_fail, {k: stats[k] for k in ("total", "ok", "failed", "by_instance")}))
+    # When production1's error rate first passed the threshold, by the snapshots' stamps, and
+    # when its profile was written (a figure for the closing note, not a pass condition).
+    crossed = [m["header"]["ts_ms"] for m in watch.msgs("metrics.snapshot")
+               if any(i.get("name") == "production1" and i.get("error_rate", 0) >= 0.2
+                      for i in m.get("instances", []))]
+    print("\nerrors profile on disk %.1f s after production1's error rate passed 0.2 (%.1f s "
+          "after the failures began); load %r" % (
+              (p["created_ms"] - int(crossed[0])) / 1000 if crossed else float("nan"),
+              t_profile - t_fail,
+              {k: stats[k] for k in ("total", "ok", "failed", "by_instance")}))
     # The only failures are production1's own 500s: profiling failed no other request.
     bad = [(r.status, r.instance, r.error) for r in load.results
            if r.error is not None or not 200 <= r.status < 300]
