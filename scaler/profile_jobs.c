@@ -7,6 +7,7 @@
 
 #include "names.h"
 #include "tide_clock.h"
+#include "tide_log.h"
 
 bool profile_jobs_is(const char *job_id)
 {
@@ -33,5 +34,55 @@ int profile_jobs_send(exec_client_t *exec, const tide_config_t *cfg, const profi
     spec.reason = (char *)want->reason;
     spec.seconds = want->seconds;
     spec.detail = (char *)want->detail;
-    return exec_client_submit_profile(exec, job_id, ptrs, n, &spec, now_ms);
+    int rc = exec_client_submit_profile(exec, job_id, ptrs, n, &spec, now_ms);
+    char q[200];
+    if (rc == 0)
+        log_info("profile job sent", "job_id=%s reason=%s seconds=%u baseline=%s detail=%s",
+                 job_id, want->reason, want->seconds, n > 1 ? names[1] : "-",
+                 log_quote(q, sizeof q, want->detail));
+    else
+        log_warn("profile job not sent", "job_id=%s err=%d", job_id, rc);
+    return rc;
+}
+
+void profile_jobs_log_record(const char *job_id, const Tide__V1__JobRecord *rec)
+{
+    char q[300];
+    if (rec && rec->state == TIDE__V1__JOB_STATE__JOB_FAILED)
+        log_warn("profile job failed", "job_id=%s error=%s", job_id,
+                 log_quote(q, sizeof q, rec->error));
+    else if (rec && rec->state == TIDE__V1__JOB_STATE__JOB_SUCCEEDED)
+        log_info("profile job finished", "job_id=%s profile=%s", job_id,
+                 rec->profile_id ? rec->profile_id : "");
+}
+
+void profile_jobs_log(const char *job_id, const Tide__V1__ExecReply *reply)
+{
+    char q[300];
+    if (!reply)
+        log_warn("profile job not answered", "job_id=%s", job_id);
+    else if (!reply->accepted)
+        log_warn("profile job refused", "job_id=%s reason=%s", job_id,
+                 log_quote(q, sizeof q, reply->reason));
+    else
+        profile_jobs_log_record(job_id, reply->job);
+}
+
+int profile_jobs_manual(exec_client_t *exec, const tide_config_t *cfg, profiler_t *profiler,
+                        const fsm_t *fsm, const char *instance, uint32_t seconds, uint64_t now_ms,
+                        char *job_id, size_t idlen, char *err, size_t errlen)
+{
+    int index = names_index(cfg->app.name_prefix, instance);
+    profile_want_t want;
+    char why[160];
+    int rc = profiler_manual(profiler, index, index >= 0 && fsm_in_pool(fsm, index), seconds,
+                             now_ms, &want, why, sizeof why);
+    if (rc != 0) {
+        snprintf(err, errlen, "%.64s: %s", instance, why);
+        return rc;
+    }
+    rc = profile_jobs_send(exec, cfg, &want, now_ms, job_id, idlen);
+    if (rc != 0)
+        snprintf(err, errlen, "the executor queue is full; try again");
+    return rc;
 }

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "executor_client.h"
+#include "fsm.h"
 #include "profiler.h"
 #include "tide_config.h"
 
@@ -18,9 +19,23 @@
 /* True when job_id is a profile job's. */
 bool profile_jobs_is(const char *job_id);
 
-/* Queues want as a PROFILE job named "profile-<instance>-<wall ms>" (into job_id). Returns 0,
- * or exec_client_submit_profile's error (-ENOSPC when the queue is full, -ENOMEM). */
+/* Queues want as a PROFILE job named "profile-<instance>-<wall ms>" (into job_id) and logs it.
+ * Returns 0, or exec_client_submit_profile's error (-ENOSPC when the queue is full, -ENOMEM),
+ * logged too. */
 int profile_jobs_send(exec_client_t *exec, const tide_config_t *cfg, const profile_want_t *want,
                       uint64_t now_ms, char *job_id, size_t idlen);
+
+/* tidectl profile NAME [--seconds N]: checks instance against the pool (fsm) and the bounds
+ * (profiler_manual), then sends the job. Returns 0 with its id in job_id, or a negative errno
+ * with the reason in err. */
+int profile_jobs_manual(exec_client_t *exec, const tide_config_t *cfg, profiler_t *profiler,
+                        const fsm_t *fsm, const char *instance, uint32_t seconds, uint64_t now_ms,
+                        char *job_id, size_t idlen, char *err, size_t errlen);
+
+/* Logs the executor's reply to a profile job (NULL: it never answered). */
+void profile_jobs_log(const char *job_id, const Tide__V1__ExecReply *reply);
+
+/* Logs a profile job's record when it has ended (FINISHED event or status reply). */
+void profile_jobs_log_record(const char *job_id, const Tide__V1__JobRecord *rec);
 
 #endif

@@ -348,63 +348,19 @@ static void s_on_record(scaler_t *self, const char *job_id, const Tide__V1__JobR
     s_apply(self, &acts, now_ms);
 }
 
-/* A profile job's answer or end: logged, never the fsm's business. */
-static void s_on_profile_job(const char *job_id, bool answered, bool accepted, const char *why,
-                             const Tide__V1__JobRecord *rec)
-{
-    char q[300];
-    if (!answered)
-        log_warn("profile job not answered", "job_id=%s", job_id);
-    else if (!accepted)
-        log_warn("profile job refused", "job_id=%s reason=%s", job_id, log_quote(q, sizeof q, why));
-    else if (rec && rec->state == TIDE__V1__JOB_STATE__JOB_FAILED)
-        log_warn("profile job failed", "job_id=%s error=%s", job_id,
-                 log_quote(q, sizeof q, rec->error));
-    else if (rec && rec->state == TIDE__V1__JOB_STATE__JOB_SUCCEEDED)
-        log_info("profile job finished", "job_id=%s profile=%s", job_id,
-                 rec->profile_id ? rec->profile_id : "");
-}
-
-static void s_send_profile(scaler_t *self, const profile_want_t *want, uint64_t now_ms,
-                           char *job_id, size_t idlen)
-{
-    int rc = profile_jobs_send(self->exec, self->cfg, want, now_ms, job_id, idlen);
-    char q[200];
-    if (rc == 0)
-        log_info("profile job sent", "job_id=%s reason=%s baseline=%d detail=%s", job_id,
-                 want->reason, want->baseline, log_quote(q, sizeof q, want->detail));
-    else
-        log_warn("profile job not sent", "job_id=%s err=%d", job_id, rc);
-}
-
 /* control_ctx_t.profile: tidectl profile NAME [--seconds N]. */
 static int s_profile_manual(void *arg, const char *instance, uint32_t seconds, uint64_t now_ms,
                             char *job_id, size_t idlen, char *err, size_t errlen)
 {
     scaler_t *self = arg;
-    int index = names_index(self->cfg->app.name_prefix, instance);
-    profile_want_t want;
-    char why[160];
-    int rc = profiler_manual(self->profiler, index, index >= 0 && fsm_in_pool(self->fsm, index),
-                             seconds, now_ms, &want, why, sizeof why);
-    if (rc != 0) {
-        snprintf(err, errlen, "%.64s: %s", instance, why);
-        return rc;
-    }
-    rc = profile_jobs_send(self->exec, self->cfg, &want, now_ms, job_id, idlen);
-    if (rc != 0) {
-        snprintf(err, errlen, "the executor queue is full; try again");
-        return rc;
-    }
-    log_info("profile job sent", "job_id=%s reason=manual seconds=%u", job_id, want.seconds);
-    return 0;
+    return profile_jobs_manual(self->exec, self->cfg, self->profiler, self->fsm, instance,
+                               seconds, now_ms, job_id, idlen, err, errlen);
 }
 
 static void s_on_exec_result(scaler_t *self, exec_result_t *res, uint64_t now_ms)
 {
     if (profile_jobs_is(res->job_id)) {
-        s_on_profile_job(res->job_id, res->reply != NULL, res->reply && res->reply->accepted,
-                         res->reply ? res->reply->reason : "", res->reply ? res->reply->job : NULL);
+        profile_jobs_log(res->job_id, res->reply);
         exec_result_free(res);
         return;
     }
@@ -445,7 +401,7 @@ static void s_on_metrics(scaler_t *self, uint64_t now_ms)
             profile_want_t want;
             char job_id[128];
             while (profiler_due(self->profiler, now_ms, &want) == 1)
-                s_send_profile(self, &want, now_ms, job_id, sizeof job_id);
+                profile_jobs_send(self->exec, self->cfg, &want, now_ms, job_id, sizeof job_id);
             fsm_actions_t acts;
             fsm_on_snapshot(self->fsm, s->rps_stable, s->rps_panic, s->stable_window_s, now_ms,
                             &acts);
@@ -466,7 +422,7 @@ static void s_on_exec_event(scaler_t *self, uint64_t now_ms)
         const Tide__V1__JobEvent *e = (const void *)in.msg;
         if (e->type == TIDE__V1__JOB_EVENT_TYPE__JOB_EVENT_FINISHED && e->job &&
             profile_jobs_is(e->job_id))
-            s_on_profile_job(e->job_id, true, true, "", e->job);
+            profile_jobs_log_record(e->job_id, e->job);
         else if (e->type == TIDE__V1__JOB_EVENT_TYPE__JOB_EVENT_FINISHED && e->job)
             s_on_record(self, e->job_id, e->job, now_ms);
         else if (e->type == TIDE__V1__JOB_EVENT_TYPE__JOB_EVENT_OUTPUT)

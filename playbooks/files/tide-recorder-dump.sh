@@ -1,40 +1,39 @@
 #!/bin/sh
-# tide-recorder-dump.sh - asks running flight recorders (tide-recorder.sh) for what their rings
-# hold, all at the same moment, and decodes the dumps into one `perf script` file.
+# tide-recorder-dump.sh - asks a host's flight recorder (tide-recorder.sh) for what its rings
+# hold and decodes the samples of the given processes into a `perf script` file.
 #
-#   tide-recorder-dump.sh PERF OUT SIGNAL-COMMAND DIR...
+#   tide-recorder-dump.sh PERF OUT SIGNAL-COMMAND DIR PIDS
 #
-# SIGNAL-COMMAND is run once as `SIGNAL-COMMAND` (e.g. "supervisorctl -c CONF signal USR2
-# production1-recorder production0-recorder"): it must send SIGUSR2 to every recorder of the
-# DIRs. Waits up to 5 s for each DIR's new dump (perf writes it whole, then renames nothing:
-# a dump is complete once its size holds still). Exits 1 when a recorder wrote nothing.
+# SIGNAL-COMMAND (run with sh -c) must send SIGUSR2 to the recorder, e.g. "supervisorctl -c
+# CONF signal USR2 tide-recorder". PIDS is a comma-separated list. Waits up to 5 s for the dump
+# (complete once its size holds still), decodes only those processes' samples, and removes the
+# dump: the rest of the host's processes are not kept on disk. Exits 1 when no dump came.
 set -eu
-perf=$1 out=$2 signal=$3
-shift 3
+perf=$1 out=$2 signal=$3 dir=$4 pids=$5
 stamp=$(mktemp)
 trap 'rm -f "$stamp"' EXIT
-sleep 0.01 # dumps written from now on are newer than the stamp
+sleep 0.01 # a dump written from now on is newer than the stamp
 sh -c "$signal" >/dev/null
-: >"$out"
-for dir in "$@"; do
-    dump=""
-    n=0
-    while [ -z "$dump" ] && [ "$n" -lt 50 ]; do
-        # shellcheck disable=SC2012
-        newest=$(ls -t "$dir"/ring.data.* 2>/dev/null | head -n 1)
-        if [ -n "$newest" ] && [ "$newest" -nt "$stamp" ]; then
-            s1=$(stat -c %s "$newest")
-            sleep 0.1
-            s2=$(stat -c %s "$newest")
-            [ "$s1" = "$s2" ] && [ "$s1" -gt 0 ] && dump=$newest
-        else
-            sleep 0.1
-        fi
-        n=$((n + 1))
-    done
-    if [ -z "$dump" ]; then
-        echo "tide-recorder-dump: the recorder in $dir wrote no dump within 5 s" >&2
-        exit 1
+dump=""
+n=0
+while [ -z "$dump" ] && [ "$n" -lt 50 ]; do
+    # shellcheck disable=SC2012
+    newest=$(ls -t "$dir"/ring.data.* 2>/dev/null | head -n 1)
+    if [ -n "$newest" ] && [ "$newest" -nt "$stamp" ]; then
+        s1=$(stat -c %s "$newest")
+        sleep 0.1
+        s2=$(stat -c %s "$newest")
+        [ "$s1" = "$s2" ] && [ "$s1" -gt 0 ] && dump=$newest
+    else
+        sleep 0.1
     fi
-    "$perf" script -i "$dump" -F comm,pid,tid,time,ip,sym,dso >>"$out"
+    n=$((n + 1))
 done
+if [ -z "$dump" ]; then
+    echo "tide-recorder-dump: the recorder in $dir wrote no dump within 5 s" >&2
+    exit 1
+fi
+status=0
+"$perf" script -i "$dump" --pid "$pids" -F comm,pid,tid,time,ip,sym,dso >"$out" || status=$?
+rm -f "$dump"
+exit "$status"

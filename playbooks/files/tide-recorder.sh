@@ -1,39 +1,22 @@
 #!/bin/sh
-# tide-recorder.sh - the flight recorder of one instance: a low-rate perf sampler attached to
-# the instance's process that keeps only its last seconds in perf's ring buffer (--overwrite).
-# SIGUSR2 makes perf write what the ring holds to DIR/ring.data.<time> and go on; each dump
-# carries the process's maps and names as they are then (--tail-synthesize), so its frames
-# resolve. When the instance exits (a crash, a stop) perf writes a last dump and exits, and so
-# does this script; that last one has no maps (the process is gone when it is written).
+# tide-recorder.sh - the flight recorder of a host: a low-rate perf sampler on every CPU (-a)
+# that keeps only the last seconds in perf's ring buffers (--overwrite), so a profile of any
+# instance on the host can show the seconds before it was asked for. SIGUSR2 makes perf write
+# what the rings hold to DIR/ring.data.<time> and go on; each dump carries the maps and names
+# of the processes running then (--tail-synthesize), so their frames resolve.
 #
-#   tide-recorder.sh DIR PERF RATE_HZ PAGES PID-COMMAND...
+#   tide-recorder.sh DIR PERF RATE_HZ PAGES
 #
-# PID-COMMAND prints the instance's PID (0 or nothing while it is not running): this script
-# waits up to 10 s for one. The process driver runs it as the supervisord program
-# <instance>-recorder, PID-COMMAND being `supervisorctl -c CONF pid <instance>`, so a restarted
-# instance gets a new recorder from supervisord's autorestart, never two.
+# Per-CPU rather than per-process events: an event that follows a process is switched in and
+# out with it on every context switch, which cost a busy instance ~3% of its requests/s here
+# (bench/recorder); per-CPU sampling costs it the timer interrupts only. The profiles take
+# their instance's samples apart by PID. The process driver runs this as the supervisord
+# program tide-recorder (one per host).
 set -eu
 dir=$1 perf=$2 rate=$3 pages=$4
-shift 4
-pid=0
-tries=0
-while [ "$pid" = 0 ]; do
-    pid=$("$@" 2>/dev/null || true)
-    case $pid in '' | *[!0-9]*) pid=0 ;; esac
-    [ "$pid" != 0 ] && break
-    tries=$((tries + 1))
-    if [ "$tries" -ge 100 ]; then
-        echo "tide-recorder: no process to record after 10 s ($*)" >&2
-        exit 1
-    fi
-    sleep 0.1
-done
 mkdir -p "$dir"
-# Dumps of earlier processes: the newest three stay (a crash's last seconds among them).
-# shellcheck disable=SC2012
-ls -t "$dir"/ring.data.* 2>/dev/null | tail -n +4 | while read -r old; do rm -f "$old"; done
-echo "$pid" >"$dir/target.pid"
-echo "tide-recorder: recording pid $pid at $rate Hz into $dir"
-exec "$perf" record --overwrite --switch-output=signal --tail-synthesize --no-buildid-cache \
-    -F "$rate" \
-    -e cpu-clock -g -m "$pages" -p "$pid" -o "$dir/ring.data"
+# Dumps are decoded and removed by tide-recorder-dump.sh; any left by a crash of it go now.
+rm -f "$dir"/ring.data "$dir"/ring.data.*
+echo "tide-recorder: recording every CPU at $rate Hz into $dir"
+exec "$perf" record -a --overwrite --switch-output=signal --tail-synthesize --no-buildid-cache \
+    -F "$rate" -e cpu-clock -g -m "$pages" -o "$dir/ring.data"

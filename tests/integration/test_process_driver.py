@@ -32,18 +32,15 @@ def served_by_supervisord(st, sv, name):
                               for p in pids)
 
 
-def assert_recording(st, sv, name):
-    """The instance's flight recorder is a perf attached to the instance's process."""
-    pid = sv.ctl("pid", name).stdout.strip()
-    rec_pid = sv.ctl("pid", name + "-recorder").stdout.strip()
-    pid_file = os.path.join(sv.state_dir, "recorders", name, "target.pid")
-    st.wait_until(lambda: os.path.exists(pid_file) and cmdline(int(rec_pid)).startswith("perf")
-                  if rec_pid.isdigit() and rec_pid != "0" else False, 15,
-                  "%s-recorder runs perf" % name, detail=sv.describe)
-    with open(pid_file) as f:
-        assert f.read().strip() == pid, "%s-recorder records pid %s" % (name, pid)
-    argv = cmdline(int(rec_pid))
-    assert "--overwrite" in argv and "-p %s" % pid in argv, argv
+def assert_recording(st, sv):
+    """The host's flight recorder, started by the reconcile's list, is perf sampling every CPU
+    into a ring."""
+    def perf_argv():
+        pid = sv.ctl("pid", "tide-recorder").stdout.strip()
+        argv = cmdline(int(pid)) if pid.isdigit() and pid != "0" else ""
+        return argv if argv.startswith("perf record") else None
+    argv = st.wait_until(perf_argv, 15, "tide-recorder runs perf", detail=sv.describe)
+    assert " -a " in argv and "--overwrite" in argv and "-F 49" in argv, argv
 
 
 def finished_jobs(watch, kind, name):
@@ -87,8 +84,8 @@ def test_process_driver(make_stack):
     st.wait_ready(timeout=STEP_TIMEOUT)
     t_ready = time.monotonic()
     progs = sv.programs()
-    assert progs == {"production0": "RUNNING", "production0-recorder": "RUNNING"}, sv.describe()
-    assert_recording(st, sv, "production0")
+    assert progs == {"production0": "RUNNING", "tide-recorder": "RUNNING"}, sv.describe()
+    assert_recording(st, sv)
     assert os.path.isfile(sv.conf_file("production0")), sv.describe()
     assert served_by_supervisord(st, sv, "production0"), \
         "production0's port %d is not served by a tide-sample-app child of supervisord: %r" % (
@@ -105,9 +102,7 @@ def test_process_driver(make_stack):
                       "Redis instances == 2 after tidectl scale 2",
                       detail=lambda: "%s\nRedis history: %s" % (sv.describe(), mon.describe()))
         assert sv.programs() == {"production0": "RUNNING", "production1": "RUNNING",
-                                 "production0-recorder": "RUNNING",
-                                 "production1-recorder": "RUNNING"}, sv.describe()
-        assert_recording(st, sv, "production1")
+                                 "tide-recorder": "RUNNING"}, sv.describe()
         assert os.path.isfile(sv.conf_file("production1")), sv.describe()
         assert served_by_supervisord(st, sv, "production1")
         pool = st.pool()
@@ -126,7 +121,6 @@ def test_process_driver(make_stack):
                       STEP_TIMEOUT, "back to 1 instance after tidectl resume at %d req/s" % RATE,
                       detail=lambda: "%s\nRedis history: %s" % (sv.describe(), mon.describe()))
         st.wait_until(lambda: "production1" not in sv.programs() and
-                      "production1-recorder" not in sv.programs() and
                       not os.path.exists(sv.conf_file("production1")) and
                       port_is_free(st.instance_port("production1")), STEP_TIMEOUT,
                       "production1 removed from supervisord, its .conf file gone, port closed",
@@ -139,9 +133,12 @@ def test_process_driver(make_stack):
         assert load.wait_count(n + 2 * RATE, 10), "the load generator stalled"
     stats = load.stats()
 
-    assert sv.programs() == {"production0": "RUNNING", "production0-recorder": "RUNNING"}, \
+    # The host's flight recorder outlives the instances it watched.
+    assert sv.programs() == {"production0": "RUNNING", "tide-recorder": "RUNNING"}, \
         sv.describe()
-    assert sorted(os.listdir(sv.programs_dir)) == ["production0.conf"], sv.describe()
+    assert_recording(st, sv)
+    assert sorted(os.listdir(sv.programs_dir)) == ["production0.conf", "tide-recorder.conf"], \
+        sv.describe()
     assert st.instance_answers(st.pool()["production0"], "production0")
     assert not st.instance_answers("127.0.0.1:%d" % st.instance_port("production1"))
     counts = [c for t, c, _ in mon.history if t >= t_resume and c is not None]
