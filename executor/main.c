@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "profile.h"
 #include "protocol.h"
 #include "runner_ansible.h"
 #include "tide_config.h"
@@ -27,6 +28,9 @@ int main(int argc, char **argv)
         return 1;
     }
     exec_server_set_runner(server, runner_ansible_start, NULL, runner);
+    int stale = profile_clean_work(&cfg);
+    if (stale > 0)
+        log_info("removed the captures of profile jobs an earlier run left", "count=%d", stale);
 
     char q1[CFG_PATH + 8], q2[CFG_PATH + 8], q3[CFG_PATH * 2 + 96];
     log_info("executor started", "control=%s events=%s driver=%s playbooks=%s state_dir=%s",

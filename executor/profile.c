@@ -38,6 +38,26 @@ void profile_remove_work(const char *dir)
     rmdir(dir);
 }
 
+int profile_clean_work(const tide_config_t *cfg)
+{
+    char root[CFG_PATH + 16], dir[PATH_LEN];
+    profiles_root(cfg, root, sizeof root);
+    DIR *d = opendir(root);
+    if (!d)
+        return 0;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, ".work-", 6) != 0)
+            continue;
+        snprintf(dir, sizeof dir, "%s/%.*s", root, JOB_ID_MAX + 8, e->d_name);
+        profile_remove_work(dir);
+        n++;
+    }
+    closedir(d);
+    return n;
+}
+
 typedef struct {
     long target_pid, baseline_pid;
     uint64_t start_ms, end_ms;

@@ -22,6 +22,10 @@ const char *profile_work_dir(const tide_config_t *cfg, const job_t *job, char *b
  * with the reason in err and writes no profile folder. */
 int profile_build(const tide_config_t *cfg, job_t *job, char *err, size_t errlen);
 
+/* Removes the work folders an executor that stopped mid-job left in the store. Returns how
+ * many. Call at start, before any job runs. */
+int profile_clean_work(const tide_config_t *cfg);
+
 /* Removes a work folder and what is in it; nothing when it is absent. */
 void profile_remove_work(const char *dir);
 

@@ -151,7 +151,8 @@ int exec_client_submit(exec_client_t *self, Tide__V1__JobKind kind, const char *
 
 int exec_client_submit_profile(exec_client_t *self, const char *job_id,
                                Tide__V1__Instance *const *instances, size_t n,
-                               const Tide__V1__ProfileSpec *spec, uint64_t now_ms)
+                               const Tide__V1__ProfileSpec *spec, uint32_t deadline_ms,
+                               uint64_t now_ms)
 {
     Tide__V1__ExecRequest req = TIDE__V1__EXEC_REQUEST__INIT;
     req.kind = TIDE__V1__JOB_KIND__JOB_PROFILE;
@@ -159,6 +160,7 @@ int exec_client_submit_profile(exec_client_t *self, const char *job_id,
     req.instances = (Tide__V1__Instance **)instances;
     req.n_instances = n;
     req.profile = (Tide__V1__ProfileSpec *)spec;
+    req.deadline_ms = deadline_ms;
     return s_queue(self, &req, now_ms);
 }
 

@@ -43,7 +43,8 @@ int exec_client_submit(exec_client_t *self, Tide__V1__JobKind kind, const char *
 /* Queues a PROFILE job (spec is copied), as exec_client_submit does. */
 int exec_client_submit_profile(exec_client_t *self, const char *job_id,
                                Tide__V1__Instance *const *instances, size_t n,
-                               const Tide__V1__ProfileSpec *spec, uint64_t now_ms);
+                               const Tide__V1__ProfileSpec *spec, uint32_t deadline_ms,
+                               uint64_t now_ms);
 
 /* The ZeroMQ socket handle to poll for input (ZMQ_POLLIN), or NULL when nothing is in flight.
  * It changes when the socket is reopened: fetch it before each poll. */

@@ -34,7 +34,9 @@ int profile_jobs_send(exec_client_t *exec, const tide_config_t *cfg, const profi
     spec.reason = (char *)want->reason;
     spec.seconds = want->seconds;
     spec.detail = (char *)want->detail;
-    int rc = exec_client_submit_profile(exec, job_id, ptrs, n, &spec, now_ms);
+    /* The sampling itself, plus ansible's start, perf script and the folding. */
+    uint32_t deadline_ms = (want->seconds + PROFILE_JOB_OVERHEAD_S) * 1000;
+    int rc = exec_client_submit_profile(exec, job_id, ptrs, n, &spec, deadline_ms, now_ms);
     char q[200];
     if (rc == 0)
         log_info("profile job sent", "job_id=%s reason=%s seconds=%u baseline=%s detail=%s",

@@ -15,6 +15,7 @@
 #include "tide_config.h"
 
 #define PROFILE_JOB_PREFIX "profile-"
+#define PROFILE_JOB_OVERHEAD_S 60 /* a profile job's deadline: its seconds plus this */
 
 /* True when job_id is a profile job's. */
 bool profile_jobs_is(const char *job_id);

@@ -7,6 +7,11 @@
 #include <stdlib.h>
 #include <time.h>
 
+/* Adds between two looks at the clock: a few microseconds, so the burn's samples land in
+ * the burning function itself rather than in clock_gettime (libc and the vDSO keep no frame
+ * pointer, and a stack walked from there skips the function that called them). */
+#define BURN_STEP 8192
+
 struct cost {
     long limit; /* slots; 0 = unlimited, the gate is skipped */
     uint64_t cpu_ns;
@@ -61,7 +66,7 @@ __attribute__((noinline)) void sample_request_work(uint64_t ns)
     uint64_t end = s_thread_cpu_ns() + ns;
     volatile uint64_t sink = 0;
     while (s_thread_cpu_ns() < end) {
-        for (int i = 0; i < 256; i++)
+        for (int i = 0; i < BURN_STEP; i++)
             sink += (uint64_t)i;
     }
     (void)sink;

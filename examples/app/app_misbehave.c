@@ -8,6 +8,11 @@
 #include <string.h>
 #include <time.h>
 
+/* Adds between two looks at the clock: a few microseconds, so the burn's samples land in
+ * the burning function itself rather than in clock_gettime (libc and the vDSO keep no frame
+ * pointer, and a stack walked from there skips the function that called them). */
+#define BURN_STEP 8192
+
 static atomic_uint_fast32_t s_share_ppm;
 static atomic_uint_fast32_t s_cpu_us = MISBEHAVE_FAIL_CPU_US;
 static atomic_uint_fast64_t s_seen; /* ordinary requests seen while failing */
@@ -122,7 +127,7 @@ __attribute__((noinline)) void sample_fail_burn(uint64_t ns)
     uint64_t end = s_thread_cpu_ns() + ns;
     volatile uint64_t sink = 0;
     while (s_thread_cpu_ns() < end)
-        for (int i = 0; i < 256; i++)
+        for (int i = 0; i < BURN_STEP; i++)
             sink += (uint64_t)i;
     (void)sink;
 }
