@@ -355,7 +355,7 @@ int flame_write_svg(const flame_t *self, const flame_t *baseline, const flame_sv
             "<style>text{font-family:Verdana,sans-serif;font-size:12px;fill:#000}"
             "g.f text{pointer-events:none}g.f:hover rect{stroke:#000;stroke-width:0.5}"
             ".parent{opacity:0.5}.hide{display:none}#title{font-size:17px}"
-            "#subtitle{fill:#555}.btn{cursor:pointer;fill:#00c}</style>\n"
+            "#subtitle{fill:#555;font-size:11px}.btn{cursor:pointer;fill:#00c}</style>\n"
             "<script type=\"text/ecmascript\"><![CDATA[\n%s]]></script>\n",
             width, d.height, width, d.height, s_script);
     fprintf(out, "<rect x=\"0\" y=\"0\" width=\"%d\" height=\"%d\" fill=\"%s\"/>\n", width,
