@@ -183,7 +183,7 @@ static const centry_t s_schema[] = {
      "seconds an automatic profile samples"},
     {"profiling.error_rate", T_DOUBLE, "0.2", F(profiling.error_rate), 0.001, 1, NULL,
      "an instance failing at least this share of its requests (5xx + upstream errors) ..."},
-    {"profiling.error_for_s", T_INT, "5", F(profiling.error_for_s), 1, 3600, NULL,
+    {"profiling.error_for_s", T_INT, "2", F(profiling.error_for_s), 1, 3600, NULL,
      "... for this many seconds gets an \"errors\" profile"},
     {"profiling.min_interval_s", T_INT, "300", F(profiling.min_interval_s), 1, 86400, NULL,
      "at most one automatic profile per instance this often"},
