@@ -493,6 +493,11 @@ static int s_on_tick(zloop_t *loop, int timer_id, void *arg)
 static int s_start(void *arg, job_t *job, char *err, size_t errlen)
 {
     fake_t *self = arg;
+    if (job->kind == TIDE__V1__JOB_KIND__JOB_PROFILE) {
+        /* Profiles are real perf or nothing: the job fails with this reason. */
+        snprintf(err, errlen, "the fake executor takes no profiles (use tide-executor)");
+        return -ENOTSUP;
+    }
     bool acting = job->kind == TIDE__V1__JOB_KIND__JOB_SCALE_UP ||
                   job->kind == TIDE__V1__JOB_KIND__JOB_SCALE_DOWN;
     if (acting)
