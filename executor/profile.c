@@ -27,15 +27,7 @@ const char *profile_work_dir(const tide_config_t *cfg, const job_t *job, char *b
 
 void profile_remove_work(const char *dir)
 {
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
-            unlinkat(dirfd(d), e->d_name, 0);
-    closedir(d);
-    rmdir(dir);
+    profiles_remove_dir(dir);
 }
 
 int profile_clean_work(const tide_config_t *cfg)
@@ -116,8 +108,8 @@ static int s_read_meta(const char *work, meta_t *m, char *err, size_t errlen)
 
 /* Folds the samples of pid in [from_s, to_s] (0, 0: all) from script into a new set (NULL with
  * err set on failure). */
-static flame_t *s_fold(const char *script, long pid, double from_s, double to_s,
-                       flame_stats_t *st, char *err, size_t errlen)
+static flame_t *s_fold(const char *script, long pid, double from_s, double to_s, flame_stats_t *st,
+                       char *err, size_t errlen)
 {
     FILE *in = fopen(script, "r");
     if (!in) {
@@ -188,11 +180,6 @@ static bool s_copy_crash(const char *work, const char *dir)
     snprintf(from, sizeof from, "%s/%s", work, PROFILE_CRASH);
     snprintf(to, sizeof to, "%s/%s", dir, PROFILE_CRASH);
     return rename(from, to) == 0;
-}
-
-static void s_remove_folder(const char *dir)
-{
-    profile_remove_work(dir); /* the same one-level removal */
 }
 
 int profile_build(const tide_config_t *cfg, job_t *job, char *err, size_t errlen)
@@ -286,7 +273,7 @@ int profile_build(const tide_config_t *cfg, job_t *job, char *err, size_t errlen
         rc = profile_rec_write(dir, rec);
     if (rc != 0) {
         snprintf(err, errlen, "writing %s: %s", dir, strerror(-rc));
-        s_remove_folder(dir);
+        profiles_remove_dir(dir);
     } else {
         snprintf(job->profile.id, sizeof job->profile.id, "%s", rec->id);
         int removed = profiles_retain(root, cfg->profiling.keep, cfg->profiling.max_bytes);

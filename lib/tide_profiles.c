@@ -213,7 +213,7 @@ void profiles_plan(const profile_rec_t *recs, size_t n, int keep, long long max_
     }
 }
 
-static void s_remove_dir(const char *dir)
+void profiles_remove_dir(const char *dir)
 {
     DIR *d = opendir(dir);
     if (d) {
@@ -245,7 +245,7 @@ int profiles_retain(const char *root, int keep, long long max_bytes)
             continue;
         char dir[CFG_PATH + PROFILE_ID_MAX + 8];
         snprintf(dir, sizeof dir, "%s/%s", root, recs[i].id);
-        s_remove_dir(dir);
+        profiles_remove_dir(dir);
         removed++;
     }
     free(remove);

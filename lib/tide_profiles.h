@@ -71,6 +71,9 @@ void profiles_plan(const profile_rec_t *recs, size_t n, int keep, long long max_
  * negative errno when the list could not be read. */
 int profiles_retain(const char *root, int keep, long long max_bytes);
 
+/* Removes a profile (or work) folder and the files in it; nothing when it is absent. */
+void profiles_remove_dir(const char *dir);
+
 /* Writes rec as one line of JSON (no newline), the same fields as record.json. Returns 0 or
  * -EIO. */
 int profile_rec_json(const profile_rec_t *rec, FILE *out);

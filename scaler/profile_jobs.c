@@ -39,8 +39,8 @@ int profile_jobs_send(exec_client_t *exec, const tide_config_t *cfg, const profi
     int rc = exec_client_submit_profile(exec, job_id, ptrs, n, &spec, deadline_ms, now_ms);
     char q[200];
     if (rc == 0)
-        log_info("profile job sent", "job_id=%s reason=%s seconds=%u baseline=%s detail=%s",
-                 job_id, want->reason, want->seconds, n > 1 ? names[1] : "-",
+        log_info("profile job sent", "job_id=%s reason=%s seconds=%u baseline=%s detail=%s", job_id,
+                 want->reason, want->seconds, n > 1 ? names[1] : "-",
                  log_quote(q, sizeof q, want->detail));
     else
         log_warn("profile job not sent", "job_id=%s err=%d", job_id, rc);

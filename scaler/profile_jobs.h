@@ -14,7 +14,7 @@
 #include "profiler.h"
 #include "tide_config.h"
 
-#define PROFILE_JOB_PREFIX "profile-"
+#define PROFILE_JOB_PREFIX     "profile-"
 #define PROFILE_JOB_OVERHEAD_S 60 /* a profile job's deadline: its seconds plus this */
 
 /* True when job_id is a profile job's. */

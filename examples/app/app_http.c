@@ -323,8 +323,8 @@ size_t http_response_head(char *buf, size_t cap, int status, const char *instanc
     /* RFC 9110 15.5.6: a 405 says what is allowed. The app's only 405s are the /_sample
      * switches, which take POST. */
     const char *allow = status == 405 ? "Allow: POST\r\n" : "";
-    int n = snprintf(buf, cap,
-                     "HTTP/1.1 %d %s\r\nX-Instance: %s\r\nContent-Type: %s\r\n%s%s%s\r\n", status,
-                     http_reason(status), instance, content_type, length, allow, connection);
+    int n =
+        snprintf(buf, cap, "HTTP/1.1 %d %s\r\nX-Instance: %s\r\nContent-Type: %s\r\n%s%s%s\r\n",
+                 status, http_reason(status), instance, content_type, length, allow, connection);
     return n < 0 || (size_t)n >= cap ? 0 : (size_t)n;
 }

@@ -15,7 +15,7 @@
 
 static atomic_uint_fast32_t s_share_ppm;
 static atomic_uint_fast32_t s_cpu_us = MISBEHAVE_FAIL_CPU_US;
-static atomic_uint_fast64_t s_seen; /* ordinary requests seen while failing */
+static atomic_uint_fast64_t s_seen;       /* ordinary requests seen while failing */
 static volatile uintptr_t s_nowhere = 16; /* an address in the unmapped first page */
 
 /* "0", "1", "0.5", ".25": a decimal in [0, 1] with up to 6 digits after the point, into parts
@@ -110,8 +110,8 @@ void misbehave_set_fail(uint32_t share_ppm, uint32_t cpu_us)
 size_t misbehave_describe(char *buf, size_t cap)
 {
     uint32_t ppm = (uint32_t)atomic_load(&s_share_ppm);
-    int n = snprintf(buf, cap, "fail_share=%u.%06u fail_cpu_us=%u\n", ppm / 1000000,
-                     ppm % 1000000, (unsigned)atomic_load(&s_cpu_us));
+    int n = snprintf(buf, cap, "fail_share=%u.%06u fail_cpu_us=%u\n", ppm / 1000000, ppm % 1000000,
+                     (unsigned)atomic_load(&s_cpu_us));
     return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
 }
 

@@ -11,22 +11,9 @@ import time
 import urllib.request
 
 from e2e import Load
+from harness import folded, stack_share
 
 FAIL_FUNC = "sample_fail_burn"
-
-
-def folded(path):
-    out = {}
-    with open(path) as f:
-        for line in f:
-            stack, _, n = line.rstrip("\n").rpartition(" ")
-            out[stack] = out.get(stack, 0) + int(n)
-    return out
-
-
-def share(stacks, func):
-    total = sum(stacks.values())
-    return sum(n for s, n in stacks.items() if func in s.split(";")) / total if total else 0.0
 
 
 def profiles(st):
@@ -60,8 +47,9 @@ def test_profile_of_a_failing_container(make_stack):
         mine = folded(os.path.join(folder, "stacks.folded"))
         base = folded(os.path.join(folder, "baseline.folded"))
         # Named from the binary inside the container, not "[unknown]".
-        assert share(mine, FAIL_FUNC) >= 0.3, (share(mine, FAIL_FUNC), sum(mine.values()), mine)
-        assert share(base, FAIL_FUNC) == 0.0, base
+        got = stack_share(mine, FAIL_FUNC)
+        assert got >= 0.3, (got, sum(mine.values()), mine)
+        assert stack_share(base, FAIL_FUNC) == 0.0, base
         assert p["unknown_share"] < 0.5, p
         with open(os.path.join(folder, "diff.svg")) as f:
             head = f.read().split('data-n="%s"' % FAIL_FUNC, 1)[1].split("</g>", 1)[0]
@@ -73,7 +61,7 @@ def test_profile_of_a_failing_container(make_stack):
         r = st.tidectl("profile", "production5")
         assert r.returncode == 1 and "not an instance in the pool" in r.stderr, r.stderr
     print("\nerrors profile %.1f s after the failures began; %d samples, %.0f%% in %s" % (
-        t_found - t_fail, sum(mine.values()), 100 * share(mine, FAIL_FUNC), FAIL_FUNC))
+        t_found - t_fail, sum(mine.values()), 100 * stack_share(mine, FAIL_FUNC), FAIL_FUNC))
     bad = [(x.status, x.instance) for x in load.results
            if x.error is not None or not 200 <= x.status < 300]
     assert bad and all(b == (500, "production1") for b in bad), bad[:10]

@@ -901,6 +901,22 @@ class Watch:
         return self.stack.wait_until(pred, timeout, what)
 
 
+def folded(path):
+    """{stack: samples} of a folded-stacks file ("a;b;c N" lines)."""
+    out = {}
+    with open(path) as f:
+        for line in f:
+            stack, _, n = line.rstrip("\n").rpartition(" ")
+            out[stack] = out.get(stack, 0) + int(n)
+    return out
+
+
+def stack_share(stacks, func):
+    """The share of samples whose stack holds a frame named exactly func."""
+    total = sum(stacks.values())
+    return sum(n for s, n in stacks.items() if func in s.split(";")) / total if total else 0.0
+
+
 def job_events(watch, event_type=None, state=None):
     """exec.job messages filtered by type (JOB_EVENT_STARTED...) and record state."""
     out = []

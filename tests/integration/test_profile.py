@@ -20,7 +20,7 @@ import subprocess
 import time
 import urllib.request
 
-from harness import REPO, http_get
+from harness import REPO, folded, http_get, stack_share
 from load import Load
 from supervised import Supervisor
 
@@ -41,22 +41,6 @@ def profiles(st):
     r = st.tidectl("profiles", "--json")
     assert r.returncode == 0, (r.stdout, r.stderr)
     return [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
-
-
-def folded(path):
-    """{stack: count} of a folded file."""
-    out = {}
-    with open(path) as f:
-        for line in f:
-            stack, _, n = line.rstrip("\n").rpartition(" ")
-            out[stack] = out.get(stack, 0) + int(n)
-    return out
-
-
-def share(stacks, func):
-    total = sum(stacks.values())
-    inside = sum(n for s, n in stacks.items() if func in s.split(";"))
-    return inside / total if total else 0.0
 
 
 def chromium_matched(svg, term):
@@ -142,9 +126,9 @@ def test_profiles(make_stack):
                          "stacks.folded"], files
         mine = folded(os.path.join(folder, "stacks.folded"))
         base = folded(os.path.join(folder, "baseline.folded"))
-        assert share(mine, FAIL_FUNC) >= 0.3, "%s holds %.0f%% of %d samples: %r" % (
-            FAIL_FUNC, 100 * share(mine, FAIL_FUNC), sum(mine.values()), mine)
-        assert share(base, FAIL_FUNC) == 0.0, base
+        assert stack_share(mine, FAIL_FUNC) >= 0.3, "%s holds %.0f%% of %d samples: %r" % (
+            FAIL_FUNC, 100 * stack_share(mine, FAIL_FUNC), sum(mine.values()), mine)
+        assert stack_share(base, FAIL_FUNC) == 0.0, base
         # The differential: the function's frame is drawn red, its baseline share 0.
         with open(os.path.join(folder, "diff.svg")) as f:
             diff = f.read()
@@ -154,7 +138,8 @@ def test_profiles(make_stack):
         assert 'data-b="0.000"' in head and 'fill="rgb(255,' in head, head[:300]
         # Opened in a real browser, its search finds the function.
         matched = chromium_matched(os.path.join(folder, "flame.svg"), FAIL_FUNC)
-        assert abs(matched - share(mine, FAIL_FUNC)) < 0.05, (matched, share(mine, FAIL_FUNC))
+        want = stack_share(mine, FAIL_FUNC)
+        assert abs(matched - want) < 0.05, (matched, want)
         # Served by tide-metrics: the list, and the files as they are on disk.
         mport = st.ports["metrics_http"]
         listed = json.loads(http_get("127.0.0.1", mport, "/api/profiles")[2])
@@ -179,7 +164,7 @@ def test_profiles(make_stack):
         assert manual[0]["id"] in r.stdout, r.stdout
         assert 2.5 <= (manual[0]["to_ms"] - manual[0]["from_ms"]) / 1000 <= 6, manual[0]
         mfolder = os.path.join(st.cfg["executor"]["state_dir"], "profiles", manual[0]["id"])
-        assert share(folded(os.path.join(mfolder, "stacks.folded")), WORK_FUNC) > 0.05
+        assert stack_share(folded(os.path.join(mfolder, "stacks.folded")), WORK_FUNC) > 0.05
         out_svg = os.path.join(st.tmp, "copy.svg")
         r = st.tidectl("profile", "get", manual[0]["id"], "-o", out_svg)
         assert r.returncode == 0, (r.stdout, r.stderr)
