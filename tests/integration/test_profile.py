@@ -20,7 +20,7 @@ import subprocess
 import time
 import urllib.request
 
-from harness import REPO, folded, http_get, stack_share
+from harness import REPO, binary, folded, http_get, stack_share
 from load import Load
 from supervised import Supervisor
 
@@ -41,6 +41,15 @@ def profiles(st):
     r = st.tidectl("profiles", "--json")
     assert r.returncode == 0, (r.stdout, r.stderr)
     return [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+
+
+def p_job_id(watch, profile_id):
+    """The id of the job that wrote profile_id (from its FINISHED event), or None."""
+    for m in watch.jobs():
+        job = m.get("job") or {}
+        if m.get("type") == "JOB_EVENT_FINISHED" and job.get("profile_id") == profile_id:
+            return m.get("job_id")
+    return None
 
 
 def chromium_matched(svg, term):
@@ -181,6 +190,23 @@ def test_profiles(make_stack):
         assert st.status()["state"] in ("STATE_IDLE", "STATE_UP")
         status, _, _ = http_get("127.0.0.1", st.ports["proxy"], "/")
         assert status == 200
+
+        # ---- profiling never delays scaling: a scale up runs while production1 is profiled
+        # for 12 s, and is done (production2 in the pool) before that profile is ----
+        prof = st.start("tidectl-profile", [binary("tidectl"), "-c", st.config_path, "profile",
+                                            "production1", "--seconds", "12"],
+                        long_running=False)
+        st.wait_until(lambda: [m for m in watch.jobs() if m.get("type") == "JOB_EVENT_STARTED"
+                               and (m.get("job") or {}).get("kind") == "JOB_PROFILE"
+                               and "production1" in m.get("job_id", "")
+                               and m.get("job_id") != p_job_id(watch, p["id"])], 20,
+                      "the 12 s profile job of production1 started")
+        r = st.tidectl("scale", 3)
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        st.wait_until(lambda: st.instances() == 3 and "production2" in st.pool(), 60,
+                      "production2 in the pool while production1 is profiled")
+        assert prof.alive(), "the profile ended before the scale up: nothing was shown"
+        assert prof.popen.wait(90) == 0, prof.stderr()
     stats = load.stats()
     # When production1's error rate first passed the threshold, by the snapshots' stamps, and
     # when its profile was written (a figure for the closing note, not a pass condition).
