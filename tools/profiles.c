@@ -13,6 +13,9 @@
 
 #define POLL_MS      500
 #define JOB_GRACE_MS 90000 /* beyond the sampling: ansible, perf script, folding */
+/* The scaler queues the job for the executor after it answers us: until it is delivered (its
+ * lazy-pirate client tries 3 times) the executor does not know the id yet. */
+#define UNKNOWN_GRACE_MS 15000
 
 static void s_time(FILE *out, uint64_t wall_ms)
 {
@@ -43,6 +46,7 @@ static void s_print_files(const ctl_t *ctl, const profile_rec_t *r)
 static int s_wait_job(const ctl_t *ctl, const char *job_id, uint64_t deadline, char *id,
                       size_t idlen)
 {
+    uint64_t unknown_until = clock_mono_ms() + UNKNOWN_GRACE_MS;
     while (clock_mono_ms() < deadline) {
         Tide__V1__ExecRequest req = TIDE__V1__EXEC_REQUEST__INIT;
         req.header = msg_sender_next(ctl->sender);
@@ -55,7 +59,16 @@ static int s_wait_job(const ctl_t *ctl, const char *job_id, uint64_t deadline, c
             const Tide__V1__ExecReply *rep = (const void *)in.msg;
             const Tide__V1__JobRecord *rec = rep->job;
             int done = 0;
-            if (!rep->accepted) {
+            bool unknown = !rep->accepted && rep->reason && strstr(rep->reason, "unknown job");
+            if (unknown && clock_mono_ms() < unknown_until) {
+                done = 0; /* not delivered yet */
+            } else if (unknown) {
+                fprintf(ctl->err,
+                        "tidectl: the executor never received job %s (the scaler "
+                        "could not deliver it; see its log)\n",
+                        job_id);
+                done = -1;
+            } else if (!rep->accepted) {
                 fprintf(ctl->err, "tidectl: executor: %s\n", rep->reason ? rep->reason : "");
                 done = -1;
             } else if (rec && rec->state == TIDE__V1__JOB_STATE__JOB_FAILED) {
