@@ -192,15 +192,15 @@ def test_profiles(make_stack):
         assert status == 200
 
         # ---- profiling never delays scaling: a scale up runs while production1 is profiled
-        # for 12 s, and is done (production2 in the pool) before that profile is ----
+        # for 20 s, and is done (production2 in the pool) before that profile is ----
         prof = st.start("tidectl-profile", [binary("tidectl"), "-c", st.config_path, "profile",
-                                            "production1", "--seconds", "12"],
+                                            "production1", "--seconds", "20"],
                         long_running=False)
         st.wait_until(lambda: [m for m in watch.jobs() if m.get("type") == "JOB_EVENT_STARTED"
                                and (m.get("job") or {}).get("kind") == "JOB_PROFILE"
                                and "production1" in m.get("job_id", "")
                                and m.get("job_id") != p_job_id(watch, p["id"])], 20,
-                      "the 12 s profile job of production1 started")
+                      "the 20 s profile job of production1 started")
         r = st.tidectl("scale", 3)
         assert r.returncode == 0, (r.stdout, r.stderr)
         st.wait_until(lambda: st.instances() == 3 and "production2" in st.pool(), 60,
