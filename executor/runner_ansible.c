@@ -165,7 +165,7 @@ int runner_ansible_write_vars(const tide_config_t *cfg, const job_t *job, const 
     s_json_str(f, cfg->executor.supervisor_config);
     fputs(", \"result_file\": ", f);
     s_json_str(f, result_file);
-    /* Every job: scale ups start the flight recorders, profiles read them. */
+    /* Every job: list.yml keeps the host's flight recorder as these say; profile.yml reads it. */
     fputs(",\n \"profiling\": {\"enabled\": ", f);
     s_json_str(f, cfg->profiling.enabled);
     fputs(", \"perf\": ", f);
