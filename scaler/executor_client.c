@@ -136,9 +136,10 @@ static int s_queue(exec_client_t *self, Tide__V1__ExecRequest *req, uint64_t now
     return 0;
 }
 
-int exec_client_submit(exec_client_t *self, Tide__V1__JobKind kind, const char *job_id,
-                       Tide__V1__Instance *const *instances, size_t n, uint32_t deadline_ms,
-                       uint64_t now_ms)
+/* A request for a job (spec only for PROFILE) queued by s_queue. */
+static int s_submit(exec_client_t *self, Tide__V1__JobKind kind, const char *job_id,
+                    Tide__V1__Instance *const *instances, size_t n, uint32_t deadline_ms,
+                    const Tide__V1__ProfileSpec *spec, uint64_t now_ms)
 {
     Tide__V1__ExecRequest req = TIDE__V1__EXEC_REQUEST__INIT;
     req.kind = kind;
@@ -146,7 +147,15 @@ int exec_client_submit(exec_client_t *self, Tide__V1__JobKind kind, const char *
     req.instances = (Tide__V1__Instance **)instances;
     req.n_instances = n;
     req.deadline_ms = deadline_ms;
+    req.profile = (Tide__V1__ProfileSpec *)spec;
     return s_queue(self, &req, now_ms);
+}
+
+int exec_client_submit(exec_client_t *self, Tide__V1__JobKind kind, const char *job_id,
+                       Tide__V1__Instance *const *instances, size_t n, uint32_t deadline_ms,
+                       uint64_t now_ms)
+{
+    return s_submit(self, kind, job_id, instances, n, deadline_ms, NULL, now_ms);
 }
 
 int exec_client_submit_profile(exec_client_t *self, const char *job_id,
@@ -154,14 +163,8 @@ int exec_client_submit_profile(exec_client_t *self, const char *job_id,
                                const Tide__V1__ProfileSpec *spec, uint32_t deadline_ms,
                                uint64_t now_ms)
 {
-    Tide__V1__ExecRequest req = TIDE__V1__EXEC_REQUEST__INIT;
-    req.kind = TIDE__V1__JOB_KIND__JOB_PROFILE;
-    req.job_id = (char *)job_id;
-    req.instances = (Tide__V1__Instance **)instances;
-    req.n_instances = n;
-    req.profile = (Tide__V1__ProfileSpec *)spec;
-    req.deadline_ms = deadline_ms;
-    return s_queue(self, &req, now_ms);
+    return s_submit(self, TIDE__V1__JOB_KIND__JOB_PROFILE, job_id, instances, n, deadline_ms, spec,
+                    now_ms);
 }
 
 void *exec_client_handle(exec_client_t *self)
