@@ -143,18 +143,23 @@ void ctl_print_status(FILE *out, const Tide__V1__ScalerStatus *st, uint64_t now_
 
 /* ---- commands --------------------------------------------------------------------------- */
 
+int ctl_scaler_request(const ctl_t *ctl, Tide__V1__ControlRequest *req, msg_in_t *reply)
+{
+    req->header = msg_sender_next(ctl->sender);
+    return ctl_request(ctl, "scaler", ctl->cfg->endpoints.scaler_control, TOPIC_CONTROL_REQ,
+                       &req->base, TOPIC_CONTROL_REP, reply);
+}
+
 int ctl_control(const ctl_t *ctl, Tide__V1__Command command, uint32_t count, uint32_t min,
                 uint32_t max)
 {
     Tide__V1__ControlRequest req = TIDE__V1__CONTROL_REQUEST__INIT;
-    req.header = msg_sender_next(ctl->sender);
     req.command = command;
     req.count = count;
     req.min = min;
     req.max = max;
     msg_in_t in;
-    int status = ctl_request(ctl, "scaler", ctl->cfg->endpoints.scaler_control, TOPIC_CONTROL_REQ,
-                             &req.base, TOPIC_CONTROL_REP, &in);
+    int status = ctl_scaler_request(ctl, &req, &in);
     if (status != CTL_OK)
         return status;
     const Tide__V1__ControlReply *rep = (const void *)in.msg;

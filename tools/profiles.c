@@ -94,13 +94,11 @@ static int s_wait_job(const ctl_t *ctl, const char *job_id, uint64_t deadline, c
 int ctl_profile_take(const ctl_t *ctl, const char *instance, uint32_t seconds)
 {
     Tide__V1__ControlRequest req = TIDE__V1__CONTROL_REQUEST__INIT;
-    req.header = msg_sender_next(ctl->sender);
     req.command = TIDE__V1__COMMAND__CMD_PROFILE;
     req.instance = (char *)instance;
     req.seconds = seconds;
     msg_in_t in;
-    int status = ctl_request(ctl, "scaler", ctl->cfg->endpoints.scaler_control, TOPIC_CONTROL_REQ,
-                             &req.base, TOPIC_CONTROL_REP, &in);
+    int status = ctl_scaler_request(ctl, &req, &in);
     if (status != CTL_OK)
         return status;
     const Tide__V1__ControlReply *rep = (const void *)in.msg;

@@ -48,6 +48,9 @@ int ctl_control(const ctl_t *ctl, Tide__V1__Command command, uint32_t count, uin
 int ctl_request(const ctl_t *ctl, const char *peer, const char *endpoint, const char *topic,
                 const ProtobufCMessage *req, const char *reply_topic, msg_in_t *reply);
 
+/* Stamps req's header and sends it to the scaler's control socket (ctl_request). */
+int ctl_scaler_request(const ctl_t *ctl, Tide__V1__ControlRequest *req, msg_in_t *reply);
+
 /* tidectl profile NAME: asks the scaler to profile instance for seconds (0: the config's
  * default), waits for the executor's job to end, and prints the profile's id and files (or
  * its record as JSON). Returns CTL_OK, or CTL_FAIL with the reason on ctl->err (refused, the
