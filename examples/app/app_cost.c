@@ -7,11 +7,6 @@
 #include <stdlib.h>
 #include <time.h>
 
-/* Adds between two looks at the clock: a few microseconds, so the burn's samples land in
- * the burning function itself rather than in clock_gettime (libc and the vDSO keep no frame
- * pointer, and a stack walked from there skips the function that called them). */
-#define BURN_STEP 8192
-
 struct cost {
     long limit; /* slots; 0 = unlimited, the gate is skipped */
     uint64_t cpu_ns;
@@ -52,24 +47,9 @@ static cost_job_t *s_pop(cost_job_t **head, cost_job_t **tail)
     return job;
 }
 
-static uint64_t s_thread_cpu_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* Spins until this thread has used ns of CPU. CPU time, not wall time: on a busy machine a
- * request then still costs what was asked, which is what an autoscaler should see. */
 __attribute__((noinline)) void sample_request_work(uint64_t ns)
 {
-    uint64_t end = s_thread_cpu_ns() + ns;
-    volatile uint64_t sink = 0;
-    while (s_thread_cpu_ns() < end) {
-        for (int i = 0; i < BURN_STEP; i++)
-            sink += (uint64_t)i;
-    }
-    (void)sink;
+    cost_burn(ns);
 }
 
 static void *s_worker(void *arg)

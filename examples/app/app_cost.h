@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 typedef struct cost_job cost_job_t;
 struct cost_job {
@@ -42,6 +43,29 @@ void cost_submit(cost_t *self, cost_job_t *job);
 /* Gives back the slot of a job whose ready callback ran; the next waiting job gets it (its
  * ready callback may run on this thread before this returns). */
 void cost_release(cost_t *self);
+
+/* Adds between two looks at the clock: a few microseconds, so a burn's samples land in the
+ * burning function itself rather than in clock_gettime (libc and the vDSO keep no frame
+ * pointer, and a stack walked from there skips the function that called them). */
+#define COST_BURN_STEP 8192
+
+/* Spins until this thread has used ns of CPU time (not wall time: on a busy machine a request
+ * still costs what was asked, which is what an autoscaler should see). Always inlined, so the
+ * samples of a burn belong to the named function that asked for it. */
+static inline __attribute__((always_inline)) void cost_burn(uint64_t ns)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec, end = now + ns;
+    volatile uint64_t sink = 0;
+    while (now < end) {
+        for (int i = 0; i < COST_BURN_STEP; i++)
+            sink += (uint64_t)i;
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+        now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    }
+    (void)sink;
+}
 
 /* Burns ns of this thread's CPU time: a request's --cpu-us. Not static and never inlined, so a
  * profile of the app names it. */

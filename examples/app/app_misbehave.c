@@ -1,17 +1,14 @@
 /* app_misbehave.c - failing and crashing on demand (see app_misbehave.h). */
 #include "app_misbehave.h"
 
+#include "app_cost.h"
+
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-/* Adds between two looks at the clock: a few microseconds, so the burn's samples land in
- * the burning function itself rather than in clock_gettime (libc and the vDSO keep no frame
- * pointer, and a stack walked from there skips the function that called them). */
-#define BURN_STEP 8192
 
 static atomic_uint_fast32_t s_share_ppm;
 static atomic_uint_fast32_t s_cpu_us = MISBEHAVE_FAIL_CPU_US;
@@ -115,21 +112,9 @@ size_t misbehave_describe(char *buf, size_t cap)
     return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
 }
 
-static uint64_t s_thread_cpu_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 __attribute__((noinline)) void sample_fail_burn(uint64_t ns)
 {
-    uint64_t end = s_thread_cpu_ns() + ns;
-    volatile uint64_t sink = 0;
-    while (s_thread_cpu_ns() < end)
-        for (int i = 0; i < BURN_STEP; i++)
-            sink += (uint64_t)i;
-    (void)sink;
+    cost_burn(ns);
 }
 
 bool misbehave_fail_now(void)
