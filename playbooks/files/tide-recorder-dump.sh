@@ -7,11 +7,15 @@
 # SIGNAL-COMMAND (run with sh -c) must send SIGUSR2 to the recorder, e.g. "supervisorctl -c
 # CONF signal USR2 tide-recorder". PIDS is a comma-separated list. Waits up to 5 s for the dump
 # (complete once its size holds still), decodes only those processes' samples, and removes the
-# dump: the rest of the host's processes are not kept on disk. Exits 1 when no dump came.
+# dump: the rest of the host's processes are not kept on disk. Exits 1 when no dump came. A
+# process that has exited is decoded like a live one (the recorder keeps its maps).
 set -eu
 perf=$1 out=$2 signal=$3 dir=$4 pids=$5
 stamp=$(mktemp)
 trap 'rm -f "$stamp"' EXIT
+# The recorder takes this lock too when it starts a new file on its own: one switch at a time.
+exec 9>"$dir/switch.lock"
+flock -w 10 9
 sleep 0.01 # a dump written from now on is newer than the stamp
 sh -c "$signal" >/dev/null
 dump=""
