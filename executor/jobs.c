@@ -118,6 +118,10 @@ int jobs_validate(const tide_config_t *cfg, const Tide__V1__ExecRequest *req, ch
             snprintf(reason, len, "a profile job's reason must be errors, crash or manual");
             return -EINVAL;
         }
+        if (strcmp(why, "crash") == 0 && p->pid == 0) {
+            snprintf(reason, len, "a crash profile names the pid of the process that died");
+            return -EINVAL;
+        }
         if (p->seconds < 1 || p->seconds > (uint32_t)cfg->profiling.max_seconds) {
             snprintf(reason, len, "profile seconds %u out of bounds (1..%d, profiling.max_seconds)",
                      p->seconds, cfg->profiling.max_seconds);
@@ -274,6 +278,7 @@ job_t *jobs_add(jobs_t *self, const Tide__V1__ExecRequest *req)
         snprintf(job->profile.detail, sizeof job->profile.detail, "%s",
                  req->profile->detail ? req->profile->detail : "");
         job->profile.seconds = req->profile->seconds;
+        job->profile.pid = strcmp(req->profile->reason, "crash") == 0 ? req->profile->pid : 0;
     }
     int cap = self->cfg->executor.output_tail_lines;
     job->tail_cap = cap < 1 ? 1 : cap > JOB_TAIL_MAX ? JOB_TAIL_MAX : (size_t)cap;
@@ -449,6 +454,7 @@ int job_view_init(job_view_t *view, const job_t *job)
         dst->instance = &view->result_insts[i];
         dst->ok = src->ok;
         dst->running = src->running;
+        dst->exited_pid = src->exited_pid;
         dst->detail = (char *)src->detail;
         view->result_ptrs[i] = dst;
     }
@@ -490,15 +496,19 @@ int jobs_parse_list_line(const char *line, const char *prefix, job_result_t *out
     memcpy(buf, line, n + 1);
     char *tok[5];
     int nt = 0;
-    char *save = NULL;
+    char *save = NULL, *how = NULL;
     for (char *t = strtok_r(buf, " \t\r\n", &save); t; t = strtok_r(NULL, " \t\r\n", &save)) {
         if (nt == 5)
             return -EINVAL;
         tok[nt++] = t;
+        if (nt == 5 && strcmp(tok[3], "exited") == 0) {
+            how = save; /* the rest of the line, as written */
+            break;
+        }
     }
     if (nt == 0)
         return 1;
-    if (nt != 4)
+    if (nt != 4 && !how)
         return -EINVAL;
     if (s_instance_number(tok[0], prefix) < 0 || strlen(tok[0]) >= JOB_NAME_MAX ||
         strlen(tok[1]) >= JOB_HOST_MAX || !jobs_host_ok(tok[1]))
@@ -509,6 +519,25 @@ int jobs_parse_list_line(const char *line, const char *prefix, job_result_t *out
     if (errno || *end || end == tok[2] || port < 1 || port > 65535 || tok[2][0] == '-' ||
         tok[2][0] == '+')
         return -EINVAL;
+    if (how) {
+        end = NULL;
+        errno = 0;
+        unsigned long pid = strtoul(tok[4], &end, 10);
+        if (errno || *end || end == tok[4] || pid == 0 || pid > 0x3fffffff || tok[4][0] == '-' ||
+            tok[4][0] == '+')
+            return -EINVAL;
+        while (*how == ' ' || *how == '\t')
+            how++;
+        memset(out, 0, sizeof *out);
+        snprintf(out->instance.name, sizeof out->instance.name, "%s", tok[0]);
+        snprintf(out->instance.host, sizeof out->instance.host, "%s", tok[1]);
+        out->instance.port = (uint32_t)port;
+        out->exited_pid = (uint32_t)pid;
+        s_sanitize(how, out->detail, sizeof out->detail - 1);
+        if (!out->detail[0])
+            snprintf(out->detail, sizeof out->detail, "exited");
+        return 0;
+    }
     bool healthy;
     if (strcmp(tok[3], "1") == 0 || strcasecmp(tok[3], "true") == 0)
         healthy = true;

@@ -31,6 +31,7 @@ typedef struct {
     job_instance_t instance;
     bool ok;      /* the job's action succeeded for it */
     bool running; /* running after the job (for LIST: every running instance) */
+    uint32_t exited_pid; /* LIST: not running, its process exited on its own (0: not known) */
     char detail[JOB_TEXT_MAX];
 } job_result_t;
 
@@ -55,6 +56,7 @@ typedef struct job_t {
         char reason[16];
         uint32_t seconds;
         char detail[JOB_TEXT_MAX];
+        uint32_t pid; /* crash: the process that died */
         char id[JOB_ID_MAX + 1]; /* the profile's folder, once written */
     } profile;
     /* runner's own */
@@ -143,7 +145,9 @@ void job_view_clear(job_view_t *view);
  * or tabs, HEALTHY one of 1/0/true/false (any case). NAME must be prefix + digits; HOST a
  * numeric IPv4 or IPv6 address (it goes to the pool, and proxies connect to it as given).
  * Returns 0 and fills *out (ok = healthy, running = true), 1 for a blank line, -EINVAL for
- * anything else. */
+ * anything else. A LIST may also report an instance whose process exited on its own:
+ * "NAME HOST PORT exited PID HOW...", HOW the rest of the line (how it ended, what evidence
+ * was kept); *out then has running = false, exited_pid = PID and detail = HOW. */
 int jobs_parse_list_line(const char *line, const char *prefix, job_result_t *out);
 
 /* True when host is a numeric IPv4 or IPv6 address. */

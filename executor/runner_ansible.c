@@ -176,8 +176,8 @@ int runner_ansible_write_vars(const tide_config_t *cfg, const job_t *job, const 
         char work[CFG_PATH + 2 * JOB_ID_MAX + 32];
         fputs(",\n \"profile\": {\"reason\": ", f);
         s_json_str(f, job->profile.reason);
-        fprintf(f, ", \"seconds\": %u, \"rate_hz\": %d, \"perf\": ", job->profile.seconds,
-                cfg->profiling.rate_hz);
+        fprintf(f, ", \"seconds\": %u, \"pid\": %u, \"rate_hz\": %d, \"perf\": ",
+                job->profile.seconds, job->profile.pid, cfg->profiling.rate_hz);
         s_json_str(f, cfg->profiling.perf);
         fputs(", \"out_dir\": ", f);
         s_json_str(f, profile_work_dir(cfg, job, work, sizeof work));
@@ -536,7 +536,8 @@ static int s_read_list(run_t *run, char *err, size_t errlen)
             rc = -EINVAL;
             break;
         }
-        job_add_result(run->job, &res.instance, res.ok, true, res.detail);
+        if (job_add_result(run->job, &res.instance, res.ok, res.running, res.detail) == 0)
+            run->job->results[run->job->n_results - 1].exited_pid = res.exited_pid;
     }
     fclose(f);
     return rc;
@@ -562,7 +563,7 @@ static int s_read_placement(run_t *run, char (*placed)[JOB_HOST_MAX], char *err,
         int r = jobs_parse_list_line(line, run->owner->cfg->app.name_prefix, &res);
         if (r == 1)
             continue;
-        if (r != 0 || n > job->n_instances) {
+        if (r != 0 || !res.running || n > job->n_instances) {
             snprintf(err, errlen, "scale up: placement line %d is %s", lineno,
                      r != 0 ? "malformed" : "one too many");
             rc = -EINVAL;

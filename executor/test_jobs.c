@@ -131,25 +131,27 @@ static void test_validate_profile(void **state)
     s_cfg.profiling.max_seconds = 60;
     static const struct {
         const char *what, *reason_field;
-        uint32_t seconds;
+        uint32_t seconds, pid;
         size_t n;
         const char *names[3];
         const char *refusal;
     } cases[] = {
-        {"manual", "manual", 5, 1, {"production0"}, NULL},
-        {"errors with baseline", "errors", 5, 2, {"production1", "production0"}, NULL},
-        {"crash", "crash", 60, 1, {"production3"}, NULL},
-        {"zero seconds", "manual", 0, 1, {"production0"}, "out of bounds (1..60"},
-        {"too long", "manual", 61, 1, {"production0"}, "out of bounds (1..60"},
-        {"unknown reason", "because", 5, 1, {"production0"}, "reason must be"},
+        {"manual", "manual", 5, 0, 1, {"production0"}, NULL},
+        {"errors with baseline", "errors", 5, 0, 2, {"production1", "production0"}, NULL},
+        {"crash", "crash", 60, 4242, 1, {"production3"}, NULL},
+        {"crash without its pid", "crash", 5, 0, 1, {"production3"}, "pid of the process"},
+        {"zero seconds", "manual", 0, 0, 1, {"production0"}, "out of bounds (1..60"},
+        {"too long", "manual", 61, 0, 1, {"production0"}, "out of bounds (1..60"},
+        {"unknown reason", "because", 5, 0, 1, {"production0"}, "reason must be"},
         {"three",
          "manual",
          5,
+         0,
          3,
          {"production0", "production1", "production2"},
          "at most one baseline"},
-        {"unknown instance", "manual", 5, 1, {"production9"}, "out of range"},
-        {"baseline is itself", "errors", 5, 2, {"production1", "production1"}, "named twice"},
+        {"unknown instance", "manual", 5, 0, 1, {"production9"}, "out of range"},
+        {"baseline is itself", "errors", 5, 0, 2, {"production1", "production1"}, "named twice"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *hosts[] = {"127.0.0.1", "127.0.0.1", "127.0.0.1"};
@@ -161,6 +163,7 @@ static void test_validate_profile(void **state)
         Tide__V1__ProfileSpec spec = TIDE__V1__PROFILE_SPEC__INIT;
         spec.reason = (char *)cases[i].reason_field;
         spec.seconds = cases[i].seconds;
+        spec.pid = cases[i].pid;
         r.req.profile = &spec;
         char reason[512] = "";
         int rc = jobs_validate(&s_cfg, &r.req, reason, sizeof reason);
@@ -360,7 +363,35 @@ static void test_list_lines(void **state)
         assert_int_equal(r.instance.port, cases[i].port);
         assert_int_equal(r.ok, cases[i].healthy);
         assert_true(r.running);
+        assert_int_equal(r.exited_pid, 0);
     }
+
+    /* An instance whose process exited on its own: its last pid and how it ended. */
+    job_result_t r;
+    assert_int_equal(jobs_parse_list_line("production2 127.0.0.1 9103 exited 4242 terminated by "
+                                          "SIGSEGV (core dumped); core kept\n",
+                                          "production", &r),
+                     0);
+    assert_string_equal(r.instance.name, "production2");
+    assert_int_equal(r.instance.port, 9103);
+    assert_false(r.running);
+    assert_false(r.ok);
+    assert_int_equal(r.exited_pid, 4242);
+    assert_string_equal(r.detail, "terminated by SIGSEGV (core dumped); core kept");
+    assert_int_equal(jobs_parse_list_line("production2 127.0.0.1 9103 exited 77", "production",
+                                          &r),
+                     0);
+    assert_string_equal(r.detail, "exited");
+    static const char *const bad[] = {
+        "production2 127.0.0.1 9103 exited",
+        "production2 127.0.0.1 9103 exited 0 how",
+        "production2 127.0.0.1 9103 exited -5 how",
+        "production2 127.0.0.1 9103 exited pid how",
+        "production2 127.0.0.1 9103 gone 77 how",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (jobs_parse_list_line(bad[i], "production", &r) != -EINVAL)
+            fail_msg("line '%s' should be malformed", bad[i]);
 }
 
 /* The docker driver: what a container runs is app.image, and only a plain reference. */

@@ -34,6 +34,7 @@ int profile_jobs_send(exec_client_t *exec, const tide_config_t *cfg, const profi
     spec.reason = (char *)want->reason;
     spec.seconds = want->seconds;
     spec.detail = (char *)want->detail;
+    spec.pid = want->pid;
     /* The sampling itself, plus ansible's start, perf script and the folding. */
     uint32_t deadline_ms = (want->seconds + PROFILE_JOB_OVERHEAD_S) * 1000;
     int rc = exec_client_submit_profile(exec, job_id, ptrs, n, &spec, deadline_ms, now_ms);
@@ -45,6 +46,35 @@ int profile_jobs_send(exec_client_t *exec, const tide_config_t *cfg, const profi
     else
         log_warn("profile job not sent", "job_id=%s err=%d", job_id, rc);
     return rc;
+}
+
+void profile_jobs_send_due(exec_client_t *exec, const tide_config_t *cfg, profiler_t *profiler,
+                           uint64_t now_ms)
+{
+    profile_want_t want;
+    char job_id[128];
+    while (profiler_due(profiler, now_ms, &want) == 1)
+        profile_jobs_send(exec, cfg, &want, now_ms, job_id, sizeof job_id);
+}
+
+void profile_jobs_note_list(profiler_t *profiler, const fsm_t *fsm, const tide_config_t *cfg,
+                            const Tide__V1__JobRecord *rec, uint64_t now_ms)
+{
+    if (rec->kind != TIDE__V1__JOB_KIND__JOB_LIST ||
+        rec->state != TIDE__V1__JOB_STATE__JOB_SUCCEEDED)
+        return;
+    for (size_t i = 0; i < rec->n_results; i++) {
+        const Tide__V1__InstanceResult *x = rec->results[i];
+        if (x->running || x->exited_pid == 0 || !x->instance)
+            continue;
+        int index = names_index(cfg->app.name_prefix, x->instance->name);
+        bool in_pool = index >= 0 && fsm_in_pool(fsm, index);
+        char q[300];
+        if (in_pool)
+            log_warn("instance exited", "instance=%s pid=%u how=%s", x->instance->name,
+                     x->exited_pid, log_quote(q, sizeof q, x->detail));
+        profiler_crashed(profiler, index, in_pool, x->exited_pid, x->detail, now_ms);
+    }
 }
 
 void profile_jobs_log_record(const char *job_id, const Tide__V1__JobRecord *rec)

@@ -26,6 +26,16 @@ bool profile_jobs_is(const char *job_id);
 int profile_jobs_send(exec_client_t *exec, const tide_config_t *cfg, const profile_want_t *want,
                       uint64_t now_ms, char *job_id, size_t idlen);
 
+/* Sends every automatic profile due now (profiler_due). */
+void profile_jobs_send_due(exec_client_t *exec, const tide_config_t *cfg, profiler_t *profiler,
+                           uint64_t now_ms);
+
+/* A finished LIST record (a reconcile or a health check): each instance it reports exited
+ * (InstanceResult.exited_pid) is logged and told to the profiler, with whether the fsm still
+ * has it in the pool. Call before the fsm applies the record (which takes it out). */
+void profile_jobs_note_list(profiler_t *profiler, const fsm_t *fsm, const tide_config_t *cfg,
+                            const Tide__V1__JobRecord *rec, uint64_t now_ms);
+
 /* tidectl profile NAME [--seconds N]: checks instance against the pool (fsm) and the bounds
  * (profiler_manual), then sends the job. Returns 0 with its id in job_id, or a negative errno
  * with the reason in err. */

@@ -11,6 +11,9 @@ typedef struct {
     uint64_t seen_ms;       /* last snapshot that had it; 0 = never */
     uint64_t failing_since; /* when its rate reached the threshold; 0 = not failing */
     uint64_t last_auto_ms;  /* last automatic profile; 0 = none */
+    uint32_t crashed_pid;   /* the last crash reported (each pid counts once) */
+    bool crash_due;         /* a crash profile of crashed_pid is to be taken */
+    char crash_how[120];
 } inst_t;
 
 struct profiler_t {
@@ -83,16 +86,51 @@ static int s_baseline(const profiler_t *self, int index, uint64_t now_ms)
     return best;
 }
 
+static bool s_limited(const profiler_t *self, const inst_t *in, uint64_t now_ms)
+{
+    return in->last_auto_ms && now_ms - in->last_auto_ms < self->cfg.min_interval_ms;
+}
+
+void profiler_crashed(profiler_t *self, int index, bool in_pool, uint32_t pid, const char *how,
+                      uint64_t now_ms)
+{
+    if (index < 0 || index >= NAMES_MAX || pid == 0)
+        return;
+    inst_t *in = &self->inst[index];
+    if (!in_pool || pid == in->crashed_pid)
+        return;
+    in->crashed_pid = pid;
+    in->failing_since = 0; /* the errors were the crash's; the replacement starts afresh */
+    in->crash_due = self->cfg.enabled && !s_limited(self, in, now_ms);
+    snprintf(in->crash_how, sizeof in->crash_how, "%s", how && how[0] ? how : "exited");
+}
+
 int profiler_due(profiler_t *self, uint64_t now_ms, profile_want_t *out)
 {
     if (!self->cfg.enabled)
         return 0;
     for (int i = 0; i < NAMES_MAX; i++) {
         inst_t *in = &self->inst[i];
+        if (!in->crash_due)
+            continue;
+        in->crash_due = false;
+        in->last_auto_ms = now_ms;
+        memset(out, 0, sizeof *out);
+        out->index = i;
+        out->baseline = s_baseline(self, i, now_ms);
+        out->pid = in->crashed_pid;
+        snprintf(out->reason, sizeof out->reason, "crash");
+        snprintf(out->detail, sizeof out->detail, "pid %u exited: %s", in->crashed_pid,
+                 in->crash_how);
+        out->seconds = self->cfg.window_s;
+        return 1;
+    }
+    for (int i = 0; i < NAMES_MAX; i++) {
+        inst_t *in = &self->inst[i];
         if (!s_fresh(self, in, now_ms) || in->failing_since == 0 ||
             now_ms - in->failing_since < self->cfg.error_for_ms)
             continue;
-        if (in->last_auto_ms && now_ms - in->last_auto_ms < self->cfg.min_interval_ms)
+        if (s_limited(self, in, now_ms))
             continue;
         in->last_auto_ms = now_ms;
         memset(out, 0, sizeof *out);

@@ -1,7 +1,8 @@
 /* profiler.h - when tide profiles an instance: the scaler's pure rule. An instance failing at
  * least profiling.error_rate of its requests for profiling.error_for_s gets an "errors"
- * profile, at most once per profiling.min_interval_s; `tidectl profile NAME` asks for a
- * "manual" one. Either way a healthy sibling (the pool member failing least, below half the
+ * profile, and one found dead by a list (its process exited on its own) a "crash" profile of
+ * that process, either at most once per instance per profiling.min_interval_s; `tidectl
+ * profile NAME` asks for a "manual" one. Either way a healthy sibling (the pool member failing least, below half the
  * threshold) is the baseline.
  *
  * Pure: snapshots' error rates and the time go in, wanted profiles come out; the caller sends
@@ -36,6 +37,7 @@ typedef struct {
     char reason[16];
     char detail[160];
     uint32_t seconds;
+    uint32_t pid; /* crash: the process that died */
 } profile_want_t;
 
 typedef struct profiler_t profiler_t;
@@ -46,6 +48,13 @@ void profiler_destroy(profiler_t **self_p);
 
 /* One snapshot's error rate of instance index, which is in the pool. */
 void profiler_note(profiler_t *self, int index, double error_rate, uint64_t now_ms);
+
+/* A list found instance index not running because its process pid exited on its own (how:
+ * the driver's words, such as "terminated by SIGSEGV (core dumped)"). in_pool says whether it
+ * was in the pool until then: only those are crashes worth a profile (an exit reported again
+ * by a later list, or of an instance nobody served from, is not). Each pid counts once. */
+void profiler_crashed(profiler_t *self, int index, bool in_pool, uint32_t pid, const char *how,
+                      uint64_t now_ms);
 
 /* The next automatic profile due now, if any: returns 1 with *out filled (and the instance's
  * rate limit started), else 0. Call until it returns 0. */

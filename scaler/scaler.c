@@ -341,6 +341,11 @@ static void s_on_record(scaler_t *self, const char *job_id, const Tide__V1__JobR
                  msg_job_kind_name(rec->kind), msg_job_state_name(rec->state), nr,
                  log_quote(q, sizeof q, rec->error));
     }
+    /* The fsm drops a dead instance from the pool; first, a crash is worth a profile. */
+    if (cur && strcmp(cur->id, job_id) == 0) {
+        profile_jobs_note_list(self->profiler, self->fsm, self->cfg, rec, now_ms);
+        profile_jobs_send_due(self->exec, self->cfg, self->profiler, now_ms);
+    }
     fsm_actions_t acts;
     fsm_on_job_result(self->fsm, &r, now_ms, &acts);
     free(results);
@@ -398,10 +403,7 @@ static void s_on_metrics(scaler_t *self, uint64_t now_ms)
                 if (index >= 0 && fsm_in_pool(self->fsm, index))
                     profiler_note(self->profiler, index, s->instances[i]->error_rate, now_ms);
             }
-            profile_want_t want;
-            char job_id[128];
-            while (profiler_due(self->profiler, now_ms, &want) == 1)
-                profile_jobs_send(self->exec, self->cfg, &want, now_ms, job_id, sizeof job_id);
+            profile_jobs_send_due(self->exec, self->cfg, self->profiler, now_ms);
             fsm_actions_t acts;
             fsm_on_snapshot(self->fsm, s->rps_stable, s->rps_panic, s->stable_window_s, now_ms,
                             &acts);

@@ -1,6 +1,7 @@
 /* test_profiler.c - unit tests of scaler/profiler.c: when an instance's errors get it a
  * profile (threshold held for error_for, one per min_interval, a gap in the snapshots restarts
- * the count), which sibling is the baseline, and the checks of a manual profile. */
+ * the count), which sibling is the baseline, crashes found by a list, and the checks of a
+ * manual profile. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -127,6 +128,50 @@ static void test_manual(void **state)
     profiler_destroy(&p);
 }
 
+/* A crash of an instance in the pool: one "crash" profile of the dead pid, from the ring
+ * (window_s), with a healthy baseline; the same exit reported by the next list, or an exit of
+ * an instance outside the pool, gets none; the rate limit is the one errors profiles use. */
+static void test_crash(void **state)
+{
+    (void)state;
+    profiler_config_t c = s_cfg();
+    profiler_t *p = profiler_new(&c);
+    profile_want_t w;
+    assert_int_equal(s_run(p, 1000, 2000, 0.0, 0.0, 0.05, &w), 0);
+    profiler_crashed(p, 1, true, 4242, "terminated by SIGSEGV (core dumped)", 2500);
+    assert_int_equal(profiler_due(p, 2500, &w), 1);
+    assert_int_equal(w.index, 1);
+    assert_int_equal(w.pid, 4242);
+    assert_int_equal(w.baseline, 0);
+    assert_string_equal(w.reason, "crash");
+    assert_string_equal(w.detail, "pid 4242 exited: terminated by SIGSEGV (core dumped)");
+    assert_int_equal(w.seconds, 5);
+    assert_int_equal(profiler_due(p, 2500, &w), 0);
+    /* the next list reports the same exit: nothing */
+    profiler_crashed(p, 1, true, 4242, "terminated by SIGSEGV (core dumped)", 3000);
+    assert_int_equal(profiler_due(p, 3000, &w), 0);
+    /* not in the pool: nobody was served from it */
+    profiler_crashed(p, 2, false, 5000, "exit status 1", 3000);
+    assert_int_equal(profiler_due(p, 3000, &w), 0);
+    /* the replacement crashes within min_interval: rate limited; after it, profiled */
+    profiler_crashed(p, 1, true, 4300, "exit status 3", 30000);
+    assert_int_equal(profiler_due(p, 30000, &w), 0);
+    profiler_crashed(p, 1, true, 4400, "exit status 3", 70000);
+    assert_int_equal(profiler_due(p, 70000, &w), 1);
+    assert_int_equal(w.pid, 4400);
+    assert_string_equal(w.detail, "pid 4400 exited: exit status 3");
+    /* errors of the same instance right after: the crash used its slot */
+    assert_int_equal(s_run(p, 71000, 80000, 0.9, 0.0, 0.0, &w), 0);
+    profiler_destroy(&p);
+
+    /* automatic profiles off: a crash is logged by the caller, not profiled */
+    c.enabled = false;
+    p = profiler_new(&c);
+    profiler_crashed(p, 1, true, 4242, "exit status 1", 1000);
+    assert_int_equal(profiler_due(p, 1000, &w), 0);
+    profiler_destroy(&p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -134,6 +179,7 @@ int main(void)
         cmocka_unit_test(test_below_threshold_or_gaps_do_not_trigger),
         cmocka_unit_test(test_baseline_choice),
         cmocka_unit_test(test_manual),
+        cmocka_unit_test(test_crash),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
