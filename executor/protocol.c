@@ -307,7 +307,11 @@ static void s_handle(exec_server_t *self, zmsg_t **envelope_p, const Tide__V1__E
         s_reply(self, envelope_p, false, reason, NULL);
         return;
     }
-    for (size_t i = 0; i < req->n_instances; i++) {
+    /* A crash profile reads a process that has died: the instance's name may already be in a
+     * scale up that replaces it, and nothing it does touches that. */
+    bool of_the_dead = req->kind == TIDE__V1__JOB_KIND__JOB_PROFILE && req->profile &&
+                       req->profile->reason && strcmp(req->profile->reason, "crash") == 0;
+    for (size_t i = 0; i < req->n_instances && !of_the_dead; i++) {
         job_t *busy = jobs_busy(self->jobs, req->instances[i]->name);
         if (busy) {
             snprintf(reason, sizeof reason, "instance %s is busy with job %s",

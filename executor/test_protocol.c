@@ -107,6 +107,32 @@ static void s_send_request(fixture_t *fx, Tide__V1__JobKind kind, const char *id
     assert_int_equal(msg_send(fx->client, TOPIC_EXEC_REQ, &req.base), 0);
 }
 
+/* A PROFILE job of one instance, for reason (with pid for a crash). */
+static void s_send_profile(fixture_t *fx, const char *id, const char *name, uint32_t port,
+                           const char *reason, uint32_t pid)
+{
+    static msg_sender_t sender;
+    if (!sender.sender[0])
+        msg_sender_init(&sender, "test-profile", "1");
+    Tide__V1__ExecRequest req = TIDE__V1__EXEC_REQUEST__INIT;
+    Tide__V1__Instance in = TIDE__V1__INSTANCE__INIT;
+    Tide__V1__Instance *ptr = &in;
+    Tide__V1__ProfileSpec spec = TIDE__V1__PROFILE_SPEC__INIT;
+    req.header = msg_sender_next(&sender);
+    req.kind = TIDE__V1__JOB_KIND__JOB_PROFILE;
+    req.job_id = (char *)id;
+    in.name = (char *)name;
+    in.host = "127.0.0.1";
+    in.port = port;
+    req.instances = &ptr;
+    req.n_instances = 1;
+    spec.reason = (char *)reason;
+    spec.seconds = 3;
+    spec.pid = pid;
+    req.profile = &spec;
+    assert_int_equal(msg_send(fx->client, TOPIC_EXEC_REQ, &req.base), 0);
+}
+
 static void s_free_reply(fixture_t *fx)
 {
     if (fx->reply)
@@ -185,6 +211,7 @@ static void test_rep_server(void **state)
     assert_int_equal(fx.reply->job->state, TIDE__V1__JOB_STATE__JOB_RUNNING);
     assert_int_equal(fx.reply->job->n_instances, 1);
     assert_int_equal(fx.started, 1);
+    job_t *up_job = fx.last;
     s_free_reply(&fx);
     Tide__V1__JobEvent *ev = s_event(&fx);
     assert_non_null(ev);
@@ -206,9 +233,33 @@ static void test_rep_server(void **state)
     assert_false(fx.reply->accepted);
     assert_non_null(strstr(fx.reply->reason, "busy with job up-1"));
     s_free_reply(&fx);
+    /* So is a manual profile of it; a crash profile, of a process that has died, is not: the
+     * scale up may be the instance's replacement. */
+    s_send_profile(&fx, "profile-1", "production1", 9102, "manual", 0);
+    assert_non_null(s_await(srv, &fx, 2000));
+    assert_false(fx.reply->accepted);
+    assert_non_null(strstr(fx.reply->reason, "busy with job up-1"));
+    s_free_reply(&fx);
+    s_send_profile(&fx, "profile-2", "production1", 9102, "crash", 4242);
+    assert_non_null(s_await(srv, &fx, 2000));
+    assert_true(fx.reply->accepted);
+    assert_int_equal(fx.started, 2);
+    s_free_reply(&fx);
+    ev = s_event(&fx);
+    assert_non_null(ev);
+    assert_string_equal(ev->job_id, "profile-2");
+    tide__v1__job_event__free_unpacked(ev, NULL);
+    job_t *crash_job = fx.last;
+
+    job_finish(crash_job, TIDE__V1__JOB_STATE__JOB_FAILED, "test");
+    exec_server_finished(srv, crash_job);
+    ev = s_event(&fx);
+    assert_non_null(ev);
+    assert_string_equal(ev->job_id, "profile-2");
+    tide__v1__job_event__free_unpacked(ev, NULL);
 
     /* Output and the end are published; status then reports the end. */
-    job_t *job = fx.last;
+    job_t *job = up_job;
     exec_server_output(srv, job, "hello\n");
     ev = s_event(&fx);
     assert_non_null(ev);
@@ -251,7 +302,7 @@ static void test_rep_server(void **state)
     exec_server_stats_t st;
     exec_server_stats(srv, &st);
     assert_int_equal(st.malformed, 2);
-    assert_int_equal(st.requests, 9);
+    assert_int_equal(st.requests, 11);
     zsock_destroy(&fx.client);
     zsock_destroy(&fx.sub);
     exec_server_destroy(&srv);

@@ -53,8 +53,10 @@ void profile_jobs_send_due(exec_client_t *exec, const tide_config_t *cfg, profil
 {
     profile_want_t want;
     char job_id[128];
-    while (profiler_due(profiler, now_ms, &want) == 1)
-        profile_jobs_send(exec, cfg, &want, now_ms, job_id, sizeof job_id);
+    while (profiler_due(profiler, now_ms, &want) == 1) {
+        if (profile_jobs_send(exec, cfg, &want, now_ms, job_id, sizeof job_id) == 0)
+            profiler_sent(profiler, want.index, job_id);
+    }
 }
 
 void profile_jobs_note_list(profiler_t *profiler, const fsm_t *fsm, const tide_config_t *cfg,
@@ -77,27 +79,35 @@ void profile_jobs_note_list(profiler_t *profiler, const fsm_t *fsm, const tide_c
     }
 }
 
-void profile_jobs_log_record(const char *job_id, const Tide__V1__JobRecord *rec)
+void profile_jobs_on_record(profiler_t *profiler, const char *job_id,
+                            const Tide__V1__JobRecord *rec, uint64_t now_ms)
 {
     char q[300];
-    if (rec && rec->state == TIDE__V1__JOB_STATE__JOB_FAILED)
+    if (rec && rec->state == TIDE__V1__JOB_STATE__JOB_FAILED) {
         log_warn("profile job failed", "job_id=%s error=%s", job_id,
                  log_quote(q, sizeof q, rec->error));
-    else if (rec && rec->state == TIDE__V1__JOB_STATE__JOB_SUCCEEDED)
+        profiler_finished(profiler, job_id, false, now_ms);
+    } else if (rec && rec->state == TIDE__V1__JOB_STATE__JOB_SUCCEEDED) {
         log_info("profile job finished", "job_id=%s profile=%s", job_id,
                  rec->profile_id ? rec->profile_id : "");
+        profiler_finished(profiler, job_id, true, now_ms);
+    }
 }
 
-void profile_jobs_log(const char *job_id, const Tide__V1__ExecReply *reply)
+void profile_jobs_on_reply(profiler_t *profiler, const char *job_id,
+                           const Tide__V1__ExecReply *reply, uint64_t now_ms)
 {
     char q[300];
-    if (!reply)
-        log_warn("profile job not answered", "job_id=%s", job_id);
-    else if (!reply->accepted)
-        log_warn("profile job refused", "job_id=%s reason=%s", job_id,
-                 log_quote(q, sizeof q, reply->reason));
-    else
-        profile_jobs_log_record(job_id, reply->job);
+    if (!reply || !reply->accepted) {
+        if (!reply)
+            log_warn("profile job not answered", "job_id=%s", job_id);
+        else
+            log_warn("profile job refused", "job_id=%s reason=%s", job_id,
+                     log_quote(q, sizeof q, reply->reason));
+        profiler_finished(profiler, job_id, false, now_ms);
+    } else {
+        profile_jobs_on_record(profiler, job_id, reply->job, now_ms);
+    }
 }
 
 int profile_jobs_manual(exec_client_t *exec, const tide_config_t *cfg, profiler_t *profiler,

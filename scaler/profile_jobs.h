@@ -43,10 +43,14 @@ int profile_jobs_manual(exec_client_t *exec, const tide_config_t *cfg, profiler_
                         const fsm_t *fsm, const char *instance, uint32_t seconds, uint64_t now_ms,
                         char *job_id, size_t idlen, char *err, size_t errlen);
 
-/* Logs the executor's reply to a profile job (NULL: it never answered). */
-void profile_jobs_log(const char *job_id, const Tide__V1__ExecReply *reply);
+/* The executor's reply to a profile job (NULL: it never answered): logged, and a refusal or
+ * no answer told to the profiler (profiler_finished: no profile written). */
+void profile_jobs_on_reply(profiler_t *profiler, const char *job_id,
+                           const Tide__V1__ExecReply *reply, uint64_t now_ms);
 
-/* Logs a profile job's record when it has ended (FINISHED event or status reply). */
-void profile_jobs_log_record(const char *job_id, const Tide__V1__JobRecord *rec);
+/* A profile job's record: logged when it has ended (FINISHED event or status reply), and its
+ * outcome told to the profiler. */
+void profile_jobs_on_record(profiler_t *profiler, const char *job_id,
+                            const Tide__V1__JobRecord *rec, uint64_t now_ms);
 
 #endif

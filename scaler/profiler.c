@@ -11,6 +11,9 @@ typedef struct {
     uint64_t seen_ms;       /* last snapshot that had it; 0 = never */
     uint64_t failing_since; /* when its rate reached the threshold; 0 = not failing */
     uint64_t last_auto_ms;  /* last automatic profile; 0 = none */
+    uint64_t prev_auto_ms;  /* the one before: restored when the last one's job failed */
+    char pending[PROFILER_JOB_ID_MAX]; /* the automatic profile's job in flight; "" = none */
+    bool crash_waiting;     /* a crash came while that job could still fail */
     uint32_t crashed_pid;   /* the last crash reported (each pid counts once) */
     bool crash_due;         /* a crash profile of crashed_pid is to be taken */
     char crash_how[120];
@@ -102,6 +105,9 @@ void profiler_crashed(profiler_t *self, int index, bool in_pool, uint32_t pid, c
     in->crashed_pid = pid;
     in->failing_since = 0; /* the errors were the crash's; the replacement starts afresh */
     in->crash_due = self->cfg.enabled && !s_limited(self, in, now_ms);
+    /* An errors profile sent as the instance was dying usually fails (its process is gone):
+     * the crash waits for its outcome instead of being lost to its rate limit. */
+    in->crash_waiting = self->cfg.enabled && !in->crash_due && in->pending[0];
     snprintf(in->crash_how, sizeof in->crash_how, "%s", how && how[0] ? how : "exited");
 }
 
@@ -114,7 +120,9 @@ int profiler_due(profiler_t *self, uint64_t now_ms, profile_want_t *out)
         if (!in->crash_due)
             continue;
         in->crash_due = false;
+        in->prev_auto_ms = in->last_auto_ms;
         in->last_auto_ms = now_ms;
+        in->pending[0] = '\0';
         memset(out, 0, sizeof *out);
         out->index = i;
         out->baseline = s_baseline(self, i, now_ms);
@@ -132,7 +140,9 @@ int profiler_due(profiler_t *self, uint64_t now_ms, profile_want_t *out)
             continue;
         if (s_limited(self, in, now_ms))
             continue;
+        in->prev_auto_ms = in->last_auto_ms;
         in->last_auto_ms = now_ms;
+        in->pending[0] = '\0';
         memset(out, 0, sizeof *out);
         out->index = i;
         out->baseline = s_baseline(self, i, now_ms);
@@ -143,6 +153,30 @@ int profiler_due(profiler_t *self, uint64_t now_ms, profile_want_t *out)
         return 1;
     }
     return 0;
+}
+
+void profiler_sent(profiler_t *self, int index, const char *job_id)
+{
+    if (index < 0 || index >= NAMES_MAX || !job_id)
+        return;
+    snprintf(self->inst[index].pending, sizeof self->inst[index].pending, "%s", job_id);
+}
+
+void profiler_finished(profiler_t *self, const char *job_id, bool written, uint64_t now_ms)
+{
+    for (int i = 0; job_id && job_id[0] && i < NAMES_MAX; i++) {
+        inst_t *in = &self->inst[i];
+        if (strcmp(in->pending, job_id) != 0)
+            continue;
+        in->pending[0] = '\0';
+        if (!written)
+            in->last_auto_ms = in->prev_auto_ms; /* no profile was taken: the slot is free */
+        if (in->crash_waiting) {
+            in->crash_waiting = false;
+            in->crash_due = !s_limited(self, in, now_ms);
+        }
+        return;
+    }
 }
 
 int profiler_manual(profiler_t *self, int index, bool in_pool, uint32_t seconds, uint64_t now_ms,

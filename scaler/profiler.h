@@ -2,8 +2,9 @@
  * least profiling.error_rate of its requests for profiling.error_for_s gets an "errors"
  * profile, and one found dead by a list (its process exited on its own) a "crash" profile of
  * that process, either at most once per instance per profiling.min_interval_s; `tidectl
- * profile NAME` asks for a "manual" one. Either way a healthy sibling (the pool member failing least, below half the
- * threshold) is the baseline.
+ * profile NAME` asks for a "manual" one. Either way a healthy sibling (the pool member failing
+ * least, below half the threshold) is the baseline. A job that wrote no profile (it failed)
+ * does not count against the limit.
  *
  * Pure: snapshots' error rates and the time go in, wanted profiles come out; the caller sends
  * the PROFILE job beside the scaling jobs (a profile never waits for, nor holds up, scaling). */
@@ -59,6 +60,16 @@ void profiler_crashed(profiler_t *self, int index, bool in_pool, uint32_t pid, c
 /* The next automatic profile due now, if any: returns 1 with *out filled (and the instance's
  * rate limit started), else 0. Call until it returns 0. */
 int profiler_due(profiler_t *self, uint64_t now_ms, profile_want_t *out);
+
+#define PROFILER_JOB_ID_MAX 128
+
+/* The automatic profile profiler_due just gave for index went out as job job_id. */
+void profiler_sent(profiler_t *self, int index, const char *job_id);
+
+/* Job job_id has ended (or could not be sent), written saying whether it wrote a profile. An
+ * automatic profile's job that wrote none gives back its instance's rate limit slot, and a
+ * crash that came while it was in flight is then due. Other ids are ignored. */
+void profiler_finished(profiler_t *self, const char *job_id, bool written, uint64_t now_ms);
 
 /* A manual profile of index for seconds (0 = manual_s). in_pool says whether the instance is
  * in the pool. Returns 0 with *out filled, or -EINVAL with the reason in err (not in the

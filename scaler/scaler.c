@@ -365,7 +365,7 @@ static int s_profile_manual(void *arg, const char *instance, uint32_t seconds, u
 static void s_on_exec_result(scaler_t *self, exec_result_t *res, uint64_t now_ms)
 {
     if (profile_jobs_is(res->job_id)) {
-        profile_jobs_log(res->job_id, res->reply);
+        profile_jobs_on_reply(self->profiler, res->job_id, res->reply, now_ms);
         exec_result_free(res);
         return;
     }
@@ -424,7 +424,7 @@ static void s_on_exec_event(scaler_t *self, uint64_t now_ms)
         const Tide__V1__JobEvent *e = (const void *)in.msg;
         if (e->type == TIDE__V1__JOB_EVENT_TYPE__JOB_EVENT_FINISHED && e->job &&
             profile_jobs_is(e->job_id))
-            profile_jobs_log_record(e->job_id, e->job);
+            profile_jobs_on_record(self->profiler, e->job_id, e->job, now_ms);
         else if (e->type == TIDE__V1__JOB_EVENT_TYPE__JOB_EVENT_FINISHED && e->job)
             s_on_record(self, e->job_id, e->job, now_ms);
         else if (e->type == TIDE__V1__JOB_EVENT_TYPE__JOB_EVENT_OUTPUT)

@@ -172,6 +172,53 @@ static void test_crash(void **state)
     profiler_destroy(&p);
 }
 
+/* An instance fails requests as it dies: the errors profile sent first fails (its process is
+ * gone), which gives the slot back, and the crash that the list reports meanwhile is profiled
+ * then; had the errors profile been written, the crash would wait out min_interval. */
+static void test_crash_after_a_failed_errors_profile(void **state)
+{
+    (void)state;
+    profiler_config_t c = s_cfg();
+    profiler_t *p = profiler_new(&c);
+    profile_want_t w;
+    assert_int_equal(s_run(p, 1000, 4000, 0.9, 0.0, 0.0, &w), 1);
+    assert_string_equal(w.reason, "errors");
+    profiler_sent(p, 1, "profile-production1-1");
+    profiler_crashed(p, 1, true, 777, "terminated by SIGSEGV (core dumped)", 4500);
+    assert_int_equal(profiler_due(p, 4500, &w), 0); /* the errors job may yet succeed */
+    profiler_finished(p, "profile-someone-else", false, 5000);
+    assert_int_equal(profiler_due(p, 5000, &w), 0);
+    profiler_finished(p, "profile-production1-1", false, 5500);
+    assert_int_equal(profiler_due(p, 5500, &w), 1);
+    assert_string_equal(w.reason, "crash");
+    assert_int_equal(w.pid, 777);
+    assert_int_equal(profiler_due(p, 5500, &w), 0);
+    profiler_sent(p, 1, "profile-production1-2");
+    profiler_finished(p, "profile-production1-2", true, 9000);
+    /* the crash profile was written: the replacement's errors wait out min_interval */
+    assert_int_equal(s_run(p, 10000, 20000, 0.9, 0.0, 0.0, &w), 0);
+    profiler_destroy(&p);
+
+    /* the errors profile was written: the crash that follows is rate limited */
+    p = profiler_new(&c);
+    assert_int_equal(s_run(p, 1000, 4000, 0.9, 0.0, 0.0, &w), 1);
+    profiler_sent(p, 1, "profile-production1-1");
+    profiler_crashed(p, 1, true, 778, "exit status 1", 4500);
+    profiler_finished(p, "profile-production1-1", true, 6000);
+    assert_int_equal(profiler_due(p, 6000, &w), 0);
+    profiler_destroy(&p);
+
+    /* a job that wrote no profile before the crash: the crash is due at once */
+    p = profiler_new(&c);
+    assert_int_equal(s_run(p, 1000, 4000, 0.9, 0.0, 0.0, &w), 1);
+    profiler_sent(p, 1, "profile-production1-1");
+    profiler_finished(p, "profile-production1-1", false, 5000);
+    profiler_crashed(p, 1, true, 779, "exit status 1", 5500);
+    assert_int_equal(profiler_due(p, 5500, &w), 1);
+    assert_int_equal(w.pid, 779);
+    profiler_destroy(&p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -180,6 +227,7 @@ int main(void)
         cmocka_unit_test(test_baseline_choice),
         cmocka_unit_test(test_manual),
         cmocka_unit_test(test_crash),
+        cmocka_unit_test(test_crash_after_a_failed_errors_profile),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

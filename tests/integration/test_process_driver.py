@@ -32,15 +32,33 @@ def served_by_supervisord(st, sv, name):
                               for p in pids)
 
 
+def children(pid):
+    """PIDs whose parent is pid."""
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                if ppid(int(d)) == pid:
+                    out.append(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
 def assert_recording(st, sv):
     """The host's flight recorder, started by the reconcile's list, is perf sampling every CPU
-    into a ring."""
+    into a ring: the supervisord program is tide-recorder.sh, perf its child."""
     def perf_argv():
         pid = sv.ctl("pid", "tide-recorder").stdout.strip()
-        argv = cmdline(int(pid)) if pid.isdigit() and pid != "0" else ""
-        return argv if argv.startswith("perf record") else None
+        if not pid.isdigit() or pid == "0":
+            return None
+        for c in children(int(pid)):
+            argv = cmdline(c)
+            if " record " in argv and os.path.basename(argv.split(" ", 1)[0]).startswith("perf"):
+                return argv
+        return None
     argv = st.wait_until(perf_argv, 15, "tide-recorder runs perf", detail=sv.describe)
-    assert " -a " in argv and "--overwrite" in argv and "-F 49" in argv, argv
+    assert " -a " in argv and "cpu-clock/overwrite/" in argv and "-F 49" in argv, argv
 
 
 def finished_jobs(watch, kind, name):

@@ -7,6 +7,12 @@ tide-executor, ansible-playbook, perf and a private supervisord (issue 8, tests 
    differential against production0 (healthy) shows that function grown; the SVG opens in
    headless Chromium and its search (?s=) finds the function; `tidectl watch` saw the
    `profile` event; the load saw no failure from any other instance.
+2. production2 crashes under load (POST /_sample/crash: a SIGSEGV in sample_crash_now): the
+   list of the health check finds it exited, the scaler asks for a "crash" profile of the pid
+   that died, and the profile holds the seconds before the crash from the flight recorder (the
+   dead process's frames named, its request function among them) and crash.txt, the stack of
+   the thread that took the signal, read from its core. The scaler replaces the instance, and
+   the load through the proxy sees no failure from the crash.
 3. `tidectl profile production0 --seconds 3` on a busy instance writes a "manual" profile whose
    stacks hold the app's own request function, and `tidectl profile get ID -o FILE` copies it.
 4. Bad input is refused with a clear reason and changes nothing: an instance not in the pool,
@@ -20,12 +26,13 @@ import subprocess
 import time
 import urllib.request
 
-from harness import REPO, binary, folded, http_get, stack_share
+from harness import REPO, binary, folded, http_get, listeners_on, stack_share
 from load import Load
 from supervised import Supervisor
 
 FAIL_FUNC = "sample_fail_burn"
 WORK_FUNC = "sample_request_work"
+CRASH_FUNC = "sample_crash_now"
 RATE = 40               # req/s through the proxy: ~20 per instance
 JOB_DEADLINE_MS = 60000
 
@@ -207,6 +214,43 @@ def test_profiles(make_stack):
                       "production2 in the pool while production1 is profiled")
         assert prof.alive(), "the profile ended before the scale up: nothing was shown"
         assert prof.popen.wait(90) == 0, prof.stderr()
+
+        # ---- 2. production2 crashes under load: a "crash" profile, and a new production2 ----
+        port2 = st.instance_port("production2")
+        dead = listeners_on(port2)
+        assert len(dead) == 1, dead
+        dead_pid = next(iter(dead))
+        t_crash = time.monotonic()
+        crash_ms = time.time() * 1000
+        try:
+            post(port2, "/_sample/crash")
+        except OSError:
+            pass  # it may die before its answer is read
+        crashes = st.wait_until(
+            lambda: [q for q in profiles(st) if q["reason"] == "crash"], 90,
+            "a crash profile of production2 in tidectl profiles",
+            detail=lambda: st.logs_tail())
+        t_crash_profile = time.monotonic()
+        c = crashes[0]
+        assert c["instance"] == "production2" and c["source"] == "ring", c
+        assert "pid %d exited" % dead_pid in c["detail"] and "SIGSEGV" in c["detail"], c
+        assert c["has_crash"] and "core kept" in c["crash_note"], c
+        # The recorder's seconds end when the process died (supervisord's stamp), not later.
+        assert abs(c["to_ms"] - crash_ms) < 2000 and \
+            3.5 <= (c["to_ms"] - c["from_ms"]) / 1000 <= 4.5, (c, crash_ms)
+        cfolder = os.path.join(st.cfg["executor"]["state_dir"], "profiles", c["id"])
+        cstacks = folded(os.path.join(cfolder, "stacks.folded"))
+        assert c["samples"] > 0 and stack_share(cstacks, WORK_FUNC) > 0.05, \
+            "a dead process's frames lost their names: %r" % cstacks
+        r = st.tidectl("profile", "get", c["id"], "--crash")
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        signalled = r.stdout.split("== every thread", 1)[0]
+        assert "SIGSEGV" in r.stdout and CRASH_FUNC in signalled, r.stdout[:2000]
+        # Replaced: a new production2 (another pid) serves in the pool; the crash was logged.
+        st.wait_until(lambda: "production2" in st.pool() and st.instances() == 3 and
+                      listeners_on(port2) and listeners_on(port2) != dead, 90,
+                      "a new production2 in the pool", detail=lambda: st.logs_tail())
+        assert "instance exited" in st.logs_tail(400), "the scaler did not log the crash"
     stats = load.stats()
     # When production1's error rate first passed the threshold, by the snapshots' stamps, and
     # when its profile was written (a figure for the closing note, not a pass condition).
@@ -218,6 +262,8 @@ def test_profiles(make_stack):
               (p["created_ms"] - int(crossed[0])) / 1000 if crossed else float("nan"),
               t_profile - t_fail,
               {k: stats[k] for k in ("total", "ok", "failed", "by_instance")}))
+    print("crash profile on disk %.1f s after production2 was told to crash" % (
+        t_crash_profile - t_crash))
     # The only failures are production1's own 500s: profiling failed no other request.
     bad = [(r.status, r.instance, r.error) for r in load.results
            if r.error is not None or not 200 <= r.status < 300]
