@@ -8,14 +8,14 @@
 
 typedef struct {
     double rate;
-    uint64_t seen_ms;       /* last snapshot that had it; 0 = never */
-    uint64_t failing_since; /* when its rate reached the threshold; 0 = not failing */
-    uint64_t last_auto_ms;  /* last automatic profile; 0 = none */
-    uint64_t prev_auto_ms;  /* the one before: restored when the last one's job failed */
+    uint64_t seen_ms;                  /* last snapshot that had it; 0 = never */
+    uint64_t failing_since;            /* when its rate reached the threshold; 0 = not failing */
+    uint64_t last_auto_ms;             /* last automatic profile; 0 = none */
+    uint64_t prev_auto_ms;             /* the one before: restored when the last one's job failed */
     char pending[PROFILER_JOB_ID_MAX]; /* the automatic profile's job in flight; "" = none */
-    bool crash_waiting;     /* a crash came while that job could still fail */
-    uint32_t crashed_pid;   /* the last crash reported (each pid counts once) */
-    bool crash_due;         /* a crash profile of crashed_pid is to be taken */
+    bool crash_waiting;                /* a crash came while that job could still fail */
+    uint32_t crashed_pid;              /* the last crash reported (each pid counts once) */
+    bool crash_due;                    /* a crash profile of crashed_pid is to be taken */
     char crash_how[120];
 } inst_t;
 

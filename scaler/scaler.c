@@ -358,8 +358,8 @@ static int s_profile_manual(void *arg, const char *instance, uint32_t seconds, u
                             char *job_id, size_t idlen, char *err, size_t errlen)
 {
     scaler_t *self = arg;
-    return profile_jobs_manual(self->exec, self->cfg, self->profiler, self->fsm, instance,
-                               seconds, now_ms, job_id, idlen, err, errlen);
+    return profile_jobs_manual(self->exec, self->cfg, self->profiler, self->fsm, instance, seconds,
+                               now_ms, job_id, idlen, err, errlen);
 }
 
 static void s_on_exec_result(scaler_t *self, exec_result_t *res, uint64_t now_ms)
