@@ -19,6 +19,7 @@ tide-executor, ansible-playbook, perf and a private supervisord (issue 8, tests 
    seconds out of bounds, and perf missing (the job fails naming perf, scaling goes on).
 """
 
+import datetime
 import json
 import os
 import shutil
@@ -250,7 +251,12 @@ def test_profiles(make_stack):
         st.wait_until(lambda: "production2" in st.pool() and st.instances() == 3 and
                       listeners_on(port2) and listeners_on(port2) != dead, 90,
                       "a new production2 in the pool", detail=lambda: st.logs_tail())
-        assert "instance exited" in st.logs_tail(400), "the scaler did not log the crash"
+        scaler_log = [p for p in st.procs if p.name == "scaler"][0].stderr()
+        exited = [ln for ln in scaler_log.splitlines()
+                  if 'msg="instance exited"' in ln and "instance=production2" in ln]
+        assert exited, "the scaler did not log the crash"
+        noticed_ms = datetime.datetime.strptime(exited[0].split()[0][3:], "%Y-%m-%dT%H:%M:%S.%fZ") \
+            .replace(tzinfo=datetime.timezone.utc).timestamp() * 1000
     stats = load.stats()
     # When production1's error rate first passed the threshold, by the snapshots' stamps, and
     # when its profile was written (a figure for the closing note, not a pass condition).
@@ -262,8 +268,8 @@ def test_profiles(make_stack):
               (p["created_ms"] - int(crossed[0])) / 1000 if crossed else float("nan"),
               t_profile - t_fail,
               {k: stats[k] for k in ("total", "ok", "failed", "by_instance")}))
-    print("crash profile on disk %.1f s after production2 was told to crash" % (
-        t_crash_profile - t_crash))
+    print("crash profile on disk %.1f s after production2 was told to crash, %.1f s after the "
+          "scaler noticed it" % (t_crash_profile - t_crash, (c["created_ms"] - noticed_ms) / 1000))
     # The only failures are production1's own 500s: profiling failed no other request.
     bad = [(r.status, r.instance, r.error) for r in load.results
            if r.error is not None or not 200 <= r.status < 300]
