@@ -182,6 +182,16 @@ static bool s_copy_crash(const char *work, const char *dir)
     return rename(from, to) == 0;
 }
 
+unsigned profile_ring_pages(int rate_hz, int window_s)
+{
+    double want =
+        (double)(rate_hz > 0 ? rate_hz : 1) * (window_s > 0 ? window_s : 1) * 1600.0 / 4096.0;
+    unsigned pages = 8;
+    while (pages < 1024 && (double)pages < want)
+        pages *= 2;
+    return pages;
+}
+
 int profile_build(const tide_config_t *cfg, job_t *job, char *err, size_t errlen)
 {
     char work[PATH_LEN], script[FILE_LEN], root[CFG_PATH + 16], dir[PATH_LEN];

@@ -17,6 +17,13 @@
 /* The work folder of job: <state_dir>/profiles/.work-<job_id> (hidden from listings). */
 const char *profile_work_dir(const tide_config_t *cfg, const job_t *job, char *buf, size_t len);
 
+/* The pages (4 KiB, a power of two from 8 to 1024) of each CPU's ring in a host's flight
+ * recorder sampling at rate_hz: room for about four times window_s seconds of ~400-byte
+ * samples, so a crash profile, which starts only after a list found the crash, still finds
+ * the window before it. The list playbooks start the recorder with it (vars.json
+ * profiling.ring_pages). */
+unsigned profile_ring_pages(int rate_hz, int window_s);
+
 /* Builds the profile of job from its work folder and removes the work folder (also on
  * failure). On success sets job->profile.id and returns 0; otherwise returns a negative errno
  * with the reason in err and writes no profile folder. */

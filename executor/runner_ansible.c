@@ -170,14 +170,16 @@ int runner_ansible_write_vars(const tide_config_t *cfg, const job_t *job, const 
     s_json_str(f, cfg->profiling.enabled);
     fputs(", \"perf\": ", f);
     s_json_str(f, cfg->profiling.perf);
-    fprintf(f, ", \"rate_hz\": %d, \"window_s\": %d}", cfg->profiling.rate_hz,
-            cfg->profiling.window_s);
+    fprintf(f, ", \"rate_hz\": %d, \"window_s\": %d, \"ring_pages\": %u}", cfg->profiling.rate_hz,
+            cfg->profiling.window_s,
+            profile_ring_pages(cfg->profiling.rate_hz, cfg->profiling.window_s));
     if (job->kind == TIDE__V1__JOB_KIND__JOB_PROFILE) {
         char work[CFG_PATH + 2 * JOB_ID_MAX + 32];
         fputs(",\n \"profile\": {\"reason\": ", f);
         s_json_str(f, job->profile.reason);
-        fprintf(f, ", \"seconds\": %u, \"pid\": %u, \"rate_hz\": %d, \"perf\": ",
-                job->profile.seconds, job->profile.pid, cfg->profiling.rate_hz);
+        fprintf(f,
+                ", \"seconds\": %u, \"pid\": %u, \"rate_hz\": %d, \"perf\": ", job->profile.seconds,
+                job->profile.pid, cfg->profiling.rate_hz);
         s_json_str(f, cfg->profiling.perf);
         fputs(", \"out_dir\": ", f);
         s_json_str(f, profile_work_dir(cfg, job, work, sizeof work));

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "profile.h"
 #include "runner_ansible.h"
 #include "tide_clock.h"
 
@@ -392,12 +393,24 @@ static void test_spawn_failures(void **state)
     jobs_destroy(&jobs);
 }
 
+/* The recorder's rings: four times the window at ~400 bytes a sample, a power of two, bounded. */
+static void test_ring_pages(void **state)
+{
+    (void)state;
+    assert_int_equal(profile_ring_pages(49, 5), 128);   /* 95.7 pages wanted */
+    assert_int_equal(profile_ring_pages(49, 10), 256);  /* 191.4 */
+    assert_int_equal(profile_ring_pages(1, 1), 8);      /* the floor */
+    assert_int_equal(profile_ring_pages(999, 4), 1024); /* 1561 wanted: the ceiling */
+    assert_int_equal(profile_ring_pages(0, 0), 8);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ok_argv_vars_output), cmocka_unit_test(test_exit_code),
         cmocka_unit_test(test_list_result),         cmocka_unit_test(test_deadline_kills_group),
         cmocka_unit_test(test_docker_placement),    cmocka_unit_test(test_spawn_failures),
+        cmocka_unit_test(test_ring_pages),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }

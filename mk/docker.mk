@@ -12,10 +12,13 @@ SERVICE ?= web
 docker-image:
 	scripts/build-app-image
 
-# Removes the containers `make run DRIVER=docker` left running (they outlive it on purpose).
+# Removes the containers `make run DRIVER=docker` left running (they outlive it on purpose), and
+# stops the host's flight recorder it left (playbooks/list.yml keeps one while profiling is on).
 docker-clean:
 	@ids=$$(docker ps -aq --filter label=tide.service=$(SERVICE)); \
 	if [ -n "$$ids" ]; then docker rm -f $$ids; else echo "no containers of $(SERVICE)"; fi
+	@if [ -f run/docker/executor/recorder/tide-recorder-keep.sh ]; then \
+	    echo "flight recorder: $$(sh run/docker/executor/recorder/tide-recorder-keep.sh off run/docker/executor/recorder)"; fi
 
 # The e2e suite alone (real Docker and Ansible; it is also part of `make test`).
 test-e2e: deps

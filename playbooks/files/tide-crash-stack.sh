@@ -4,7 +4,8 @@
 #
 #   tide-crash-stack.sh CRASH_DIR EXE OUT
 #
-# CRASH_DIR is STATE_DIR/crashes/NAME-PID (core, how); EXE the instance's program. Writes OUT:
+# CRASH_DIR is STATE_DIR/crashes/NAME-PID (core, how); EXE the instance's program ("-": the path
+# in CRASH_DIR/exe, the docker driver's copy of a container's program). Writes OUT:
 # the thread that took the signal first, then every thread (gdb; eu-stack when gdb is missing),
 # and prints one line for meta.txt's crash_note. The core is removed once read: it holds the
 # process's memory, and the stack is what the profile keeps. Without a core it prints why
@@ -22,6 +23,7 @@ if [ ! -f "$core" ]; then
     exit 0
 fi
 case "$exe" in
+-) exe=$(cat "$cdir/exe" 2>/dev/null || echo "the program (CRASH_DIR/exe missing)") ;;
 */*) ;;
 *) exe=$(command -v "$exe" || echo "$exe") ;;
 esac

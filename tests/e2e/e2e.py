@@ -381,6 +381,17 @@ class Stack:
             elif rc not in (0, None) and not p.name.startswith("redis") and not died:
                 self.problems.append("%s (pid %d) exited %s on SIGTERM, expected 0" % (
                     p.name, p.pid, rc))
+        # With the executor gone no list can start one again: stop the hosts' flight recorder
+        # (all the inventory's hosts are this machine, so one recorder, in the state dir).
+        rec = os.path.join(self.cfg["executor"]["state_dir"], "recorder")
+        keep = os.path.join(rec, "tide-recorder-keep.sh")
+        if os.path.exists(keep):
+            r = subprocess.run(["sh", keep, "off", rec], capture_output=True, text=True,
+                               timeout=30, stdin=subprocess.DEVNULL)
+            stopped = r.stdout.split()[1:2]
+            if r.returncode != 0 or (stopped and harness.pid_alive(int(stopped[0]))):
+                self.problems.append("the flight recorder did not stop: %s %s" % (
+                    r.stdout, r.stderr))
         # With the executor gone no playbook can start one again: remove them all.
         left = self.containers()
         if left:
