@@ -22,6 +22,10 @@ log=$(supervisorctl -c "$conf" maintail -200000 2>/dev/null || true)
 pid=$(printf '%s\n' "$log" | sed -n "s/.*spawned: '$name' with pid \([0-9][0-9]*\).*/\1/p" | tail -n 1)
 [ -n "$pid" ] || exit 0
 how=$(printf '%s\n' "$log" | sed -n "s/.*exited: $name (\(.*\))\$/\1/p" | tail -n 1)
+# supervisord's own verdict ("; not expected": the exit code is not in exitcodes) says nothing
+# more here: every exit of an instance is unexpected.
+how=${how%; not expected}
+how=${how%; expected}
 how=${how:-exited}
 # When it ended: the stamp of that log line (supervisord writes local time), in ms since the epoch.
 stamp=$(printf '%s\n' "$log" | sed -n "s/^\([0-9-]* [0-9:]*\),\([0-9]*\) .*exited: $name (.*/\1.\2/p" | tail -n 1)

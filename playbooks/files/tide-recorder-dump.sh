@@ -43,7 +43,9 @@ status=0
 fields=comm,pid,tid,time,ip,sym,dso
 if [ -n "$dead" ] && [ -n "$symfs" ]; then
     rest=$(printf '%s\n' "$pids" | tr ',' '\n' | grep -vx "$dead" | paste -sd, - || true)
-    "$perf" script -i "$dump" --pid "$dead" --symfs "$symfs" -F "$fields" >"$out" || status=$?
+    # --symfs would also look for the kernel's symbols under SYMFS: they are the host's.
+    "$perf" script -i "$dump" --pid "$dead" --symfs "$symfs" --kallsyms /proc/kallsyms \
+        -F "$fields" >"$out" || status=$?
     if [ -n "$rest" ] && [ "$status" -eq 0 ]; then
         "$perf" script -i "$dump" --pid "$rest" -F "$fields" >>"$out" || status=$?
     fi

@@ -388,8 +388,9 @@ class Stack:
         if os.path.exists(keep):
             r = subprocess.run(["sh", keep, "off", rec], capture_output=True, text=True,
                                timeout=30, stdin=subprocess.DEVNULL)
-            stopped = r.stdout.split()[1:2]
-            if r.returncode != 0 or (stopped and harness.pid_alive(int(stopped[0]))):
+            words = r.stdout.split()  # "stopped PID" or "not running"
+            if r.returncode != 0 or (words[:1] == ["stopped"] and
+                                     harness.pid_alive(int(words[1]))):
                 self.problems.append("the flight recorder did not stop: %s %s" % (
                     r.stdout, r.stderr))
         # With the executor gone no playbook can start one again: remove them all.

@@ -107,8 +107,9 @@ def test_profile_of_a_failing_container(make_stack):
         assert abs(c["to_ms"] - crash_ms) < 2000, (c, crash_ms)
         cfolder = os.path.join(st.cfg["executor"]["state_dir"], "profiles", c["id"])
         cstacks = folded(os.path.join(cfolder, "stacks.folded"))
-        # Named although the process and its container's root are gone.
-        assert stack_share(cstacks, WORK_FUNC) > 0.05 and c["unknown_share"] < 0.5, (c, cstacks)
+        # Named although the process and its container's root are gone (and the kernel's frames
+        # from the host's symbols).
+        assert stack_share(cstacks, WORK_FUNC) > 0.05 and c["unknown_share"] < 0.2, (c, cstacks)
         if c["has_crash"]:
             r = st.tidectl("profile", "get", c["id"], "--crash")
             assert r.returncode == 0 and CRASH_FUNC in r.stdout.split("== every thread")[0], \

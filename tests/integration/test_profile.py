@@ -234,7 +234,8 @@ def test_profiles(make_stack):
         t_crash_profile = time.monotonic()
         c = crashes[0]
         assert c["instance"] == "production2" and c["source"] == "ring", c
-        assert "pid %d exited" % dead_pid in c["detail"] and "SIGSEGV" in c["detail"], c
+        assert "pid %d exited: terminated by SIGSEGV (core dumped); core kept" % dead_pid \
+            in c["detail"], c
         assert c["has_crash"] and "core kept" in c["crash_note"], c
         # The recorder's seconds end when the process died (supervisord's stamp), not later.
         assert abs(c["to_ms"] - crash_ms) < 2000 and \
