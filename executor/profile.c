@@ -58,6 +58,7 @@ typedef struct {
     char crash_note[256];
     char source[16]; /* "ring" (flight recorders' dumps) or "live" (sampled for the job) */
     int window_s;    /* ring: keep the last window_s seconds of the target's samples */
+    bool realtime;   /* samples stamped with the wall clock: [start_ms, end_ms] is exact */
 } meta_t;
 
 /* Reads meta.txt: "KEY VALUE" lines; unknown keys are ignored (a newer playbook may say more).
@@ -97,6 +98,8 @@ static int s_read_meta(const char *work, meta_t *m, char *err, size_t errlen)
             snprintf(m->source, sizeof m->source, "%s", val);
         else if (strcmp(line, "window_s") == 0)
             m->window_s = atoi(val);
+        else if (strcmp(line, "clock") == 0)
+            m->realtime = strcmp(val, "realtime") == 0;
     }
     fclose(f);
     if (m->target_pid <= 0) {
@@ -205,12 +208,15 @@ int profile_build(const tide_config_t *cfg, job_t *job, char *err, size_t errlen
     int rc = rec ? s_read_meta(work, &m, err, errlen) : -ENOMEM;
     if (rc == 0 && !(target = s_fold(script, m.target_pid, 0, 0, &st, err, errlen)))
         rc = -EIO;
-    /* A recorder's ring holds more than was asked: the last window_s seconds of the target's
-     * samples stay, and the baseline is cut to the same seconds (one clock on one host). */
+    /* A recorder's ring holds more than was asked: the seconds the playbook names stay (the
+     * window before the dump, or before a crash's exit), whatever the target did in them, when
+     * the samples carry the wall clock; else the last window_s seconds of the target's
+     * samples. The baseline is cut to the same seconds (one clock on one host). */
     double from = 0, to = 0;
-    if (rc == 0 && m.window_s > 0 && st.samples + st.outside > 0) {
-        from = st.last_s - m.window_s;
-        to = st.last_s;
+    bool exact = m.realtime && m.end_ms > m.start_ms;
+    if (rc == 0 && m.window_s > 0 && (exact || st.samples + st.outside > 0)) {
+        from = exact ? (double)m.start_ms / 1000.0 : st.last_s - m.window_s;
+        to = exact ? (double)m.end_ms / 1000.0 : st.last_s;
         flame_destroy(&target);
         if (!(target = s_fold(script, m.target_pid, from, to, &st, err, errlen)))
             rc = -EIO;

@@ -16,6 +16,7 @@
 
 #include "profile.h"
 #include "runner_ansible.h"
+#include "tide_profiles.h"
 #include "tide_clock.h"
 
 static char s_dir[] = "/tmp/tide-test-runner-XXXXXX";
@@ -404,13 +405,111 @@ static void test_ring_pages(void **state)
     assert_int_equal(profile_ring_pages(0, 0), 8);
 }
 
+/* One `perf script` sample of pid at time t (seconds), in the app's request function. */
+static void s_sample(FILE *f, int pid, const char *t)
+{
+    fprintf(f, "tide-sample-app  %d/%d   %s: \n", pid, pid + 1, t);
+    fprintf(f, "\t            3452 sample_request_work (/app)\n");
+    fprintf(f, "\t            1f7fc start_thread (/app)\n\n");
+}
+
+/* A crash profile from the recorder's ring, stamped with the wall clock: only the samples in
+ * the seconds before the exit that meta.txt names are kept, however many the dead process had
+ * before them (it may have idled its last seconds), and none after the window's end. */
+static void test_profile_keeps_the_named_seconds(void **state)
+{
+    (void)state;
+    jobs_t *jobs = jobs_new(&s_cfg, 0);
+    Tide__V1__ExecRequest req = TIDE__V1__EXEC_REQUEST__INIT;
+    Tide__V1__Instance in = TIDE__V1__INSTANCE__INIT;
+    Tide__V1__Instance *ptr = &in;
+    Tide__V1__ProfileSpec spec = TIDE__V1__PROFILE_SPEC__INIT;
+    in.name = "production1";
+    in.host = "127.0.0.1";
+    in.port = 9102;
+    req.kind = TIDE__V1__JOB_KIND__JOB_PROFILE;
+    req.job_id = "profile-production1-1";
+    req.instances = &ptr;
+    req.n_instances = 1;
+    spec.reason = "crash";
+    spec.seconds = 2;
+    spec.pid = 4242;
+    spec.detail = "pid 4242 exited: terminated by SIGSEGV (core dumped)";
+    req.profile = &spec;
+    char reason[256];
+    assert_int_equal(jobs_validate(&s_cfg, &req, reason, sizeof reason), 0);
+    job_t *job = jobs_add(jobs, &req);
+    assert_non_null(job);
+    char work[1024], path[1100], cmd[1200];
+    profile_work_dir(&s_cfg, job, work, sizeof work);
+    snprintf(cmd, sizeof cmd, "mkdir -p %s", work);
+    assert_int_equal(system(cmd), 0);
+    snprintf(path, sizeof path, "%s/meta.txt", work);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("target_pid 4242\nbaseline_pid 0\nsource ring\nclock realtime\nwindow_s 2\n"
+          "start_ms 1000000000000\nend_ms 1000000002000\nhost 127.0.0.1\ncommand /app\n"
+          "crash_note core kept; stacks read from it with gdb\n",
+          f);
+    fclose(f);
+    snprintf(path, sizeof path, "%s/script.txt", work);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    s_sample(f, 4242, "999999990.500000"); /* busy long before */
+    s_sample(f, 4242, "999999995.250000");
+    s_sample(f, 4242, "1000000000.500000"); /* the two seconds before the exit */
+    s_sample(f, 4242, "1000000001.750000");
+    s_sample(f, 4343, "1000000001.800000"); /* another process */
+    s_sample(f, 4242, "1000000002.900000"); /* after the window's end */
+    s_sample(f, 4242, "1000000003.000000");
+    fclose(f);
+    char err[256] = "";
+    assert_int_equal(profile_build(&s_cfg, job, err, sizeof err), 0);
+    char root[1024], dir[1200];
+    profiles_root(&s_cfg, root, sizeof root);
+    snprintf(dir, sizeof dir, "%s/%s", root, job->profile.id);
+    profile_rec_t rec;
+    assert_int_equal(profile_rec_read(dir, &rec, err, sizeof err), 0);
+    assert_int_equal(rec.samples, 2);
+    assert_int_equal(rec.from_ms, 1000000000000ULL);
+    assert_int_equal(rec.to_ms, 1000000002000ULL);
+    assert_string_equal(rec.source, "ring");
+    assert_string_equal(rec.crash_note, "core kept; stacks read from it with gdb");
+
+    /* the process used no CPU in those seconds: a profile of 0 samples, not a failure */
+    job->profile.id[0] = '\0';
+    snprintf(cmd, sizeof cmd, "mkdir -p %s", work);
+    assert_int_equal(system(cmd), 0);
+    snprintf(path, sizeof path, "%s/meta.txt", work);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("target_pid 4242\nbaseline_pid 0\nsource ring\nclock realtime\nwindow_s 2\n"
+          "start_ms 1000000010000\nend_ms 1000000012000\n",
+          f);
+    fclose(f);
+    snprintf(path, sizeof path, "%s/script.txt", work);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    s_sample(f, 4242, "1000000001.750000");
+    fclose(f);
+    assert_int_equal(profile_build(&s_cfg, job, err, sizeof err), 0);
+    snprintf(dir, sizeof dir, "%s/%s", root, job->profile.id);
+    assert_int_equal(profile_rec_read(dir, &rec, err, sizeof err), 0);
+    assert_int_equal(rec.samples, 0);
+    jobs_destroy(&jobs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_ok_argv_vars_output), cmocka_unit_test(test_exit_code),
-        cmocka_unit_test(test_list_result),         cmocka_unit_test(test_deadline_kills_group),
-        cmocka_unit_test(test_docker_placement),    cmocka_unit_test(test_spawn_failures),
+        cmocka_unit_test(test_ok_argv_vars_output),
+        cmocka_unit_test(test_exit_code),
+        cmocka_unit_test(test_list_result),
+        cmocka_unit_test(test_deadline_kills_group),
+        cmocka_unit_test(test_docker_placement),
+        cmocka_unit_test(test_spawn_failures),
         cmocka_unit_test(test_ring_pages),
+        cmocka_unit_test(test_profile_keeps_the_named_seconds),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }

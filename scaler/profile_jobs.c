@@ -75,7 +75,12 @@ void profile_jobs_note_list(profiler_t *profiler, const fsm_t *fsm, const tide_c
         if (in_pool)
             log_warn("instance exited", "instance=%s pid=%u how=%s", x->instance->name,
                      x->exited_pid, log_quote(q, sizeof q, x->detail));
-        profiler_crashed(profiler, index, in_pool, x->exited_pid, x->detail, now_ms);
+        if (profiler_crashed(profiler, index, in_pool, x->exited_pid, x->detail, now_ms) ==
+            PROFILER_CRASH_LIMITED)
+            log_info("crash not profiled",
+                     "instance=%s pid=%u reason=\"an automatic profile of it "
+                     "within profiling.min_interval_s (%d s)\"",
+                     x->instance->name, x->exited_pid, cfg->profiling.min_interval_s);
     }
 }
 
@@ -90,7 +95,11 @@ void profile_jobs_on_record(profiler_t *profiler, const char *job_id,
     } else if (rec && rec->state == TIDE__V1__JOB_STATE__JOB_SUCCEEDED) {
         log_info("profile job finished", "job_id=%s profile=%s", job_id,
                  rec->profile_id ? rec->profile_id : "");
-        profiler_finished(profiler, job_id, true, now_ms);
+        if (profiler_finished(profiler, job_id, true, now_ms) >= 0)
+            log_info("crash not profiled",
+                     "job_id=%s reason=\"the instance's profile just written "
+                     "counts against profiling.min_interval_s\"",
+                     job_id);
     }
 }
 

@@ -94,14 +94,14 @@ static bool s_limited(const profiler_t *self, const inst_t *in, uint64_t now_ms)
     return in->last_auto_ms && now_ms - in->last_auto_ms < self->cfg.min_interval_ms;
 }
 
-void profiler_crashed(profiler_t *self, int index, bool in_pool, uint32_t pid, const char *how,
-                      uint64_t now_ms)
+profiler_crash_t profiler_crashed(profiler_t *self, int index, bool in_pool, uint32_t pid,
+                                  const char *how, uint64_t now_ms)
 {
     if (index < 0 || index >= NAMES_MAX || pid == 0)
-        return;
+        return PROFILER_CRASH_IGNORED;
     inst_t *in = &self->inst[index];
     if (!in_pool || pid == in->crashed_pid)
-        return;
+        return PROFILER_CRASH_IGNORED;
     in->crashed_pid = pid;
     in->failing_since = 0; /* the errors were the crash's; the replacement starts afresh */
     in->crash_due = self->cfg.enabled && !s_limited(self, in, now_ms);
@@ -109,6 +109,9 @@ void profiler_crashed(profiler_t *self, int index, bool in_pool, uint32_t pid, c
      * the crash waits for its outcome instead of being lost to its rate limit. */
     in->crash_waiting = self->cfg.enabled && !in->crash_due && in->pending[0];
     snprintf(in->crash_how, sizeof in->crash_how, "%s", how && how[0] ? how : "exited");
+    if (!self->cfg.enabled)
+        return PROFILER_CRASH_IGNORED;
+    return in->crash_due || in->crash_waiting ? PROFILER_CRASH_PROFILED : PROFILER_CRASH_LIMITED;
 }
 
 int profiler_due(profiler_t *self, uint64_t now_ms, profile_want_t *out)
@@ -162,7 +165,7 @@ void profiler_sent(profiler_t *self, int index, const char *job_id)
     snprintf(self->inst[index].pending, sizeof self->inst[index].pending, "%s", job_id);
 }
 
-void profiler_finished(profiler_t *self, const char *job_id, bool written, uint64_t now_ms)
+int profiler_finished(profiler_t *self, const char *job_id, bool written, uint64_t now_ms)
 {
     for (int i = 0; job_id && job_id[0] && i < NAMES_MAX; i++) {
         inst_t *in = &self->inst[i];
@@ -171,12 +174,13 @@ void profiler_finished(profiler_t *self, const char *job_id, bool written, uint6
         in->pending[0] = '\0';
         if (!written)
             in->last_auto_ms = in->prev_auto_ms; /* no profile was taken: the slot is free */
-        if (in->crash_waiting) {
-            in->crash_waiting = false;
-            in->crash_due = !s_limited(self, in, now_ms);
-        }
-        return;
+        if (!in->crash_waiting)
+            return -1;
+        in->crash_waiting = false;
+        in->crash_due = !s_limited(self, in, now_ms);
+        return in->crash_due ? -1 : i;
     }
+    return -1;
 }
 
 int profiler_manual(profiler_t *self, int index, bool in_pool, uint32_t seconds, uint64_t now_ms,

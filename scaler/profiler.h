@@ -53,9 +53,19 @@ void profiler_note(profiler_t *self, int index, double error_rate, uint64_t now_
 /* A list found instance index not running because its process pid exited on its own (how:
  * the driver's words, such as "terminated by SIGSEGV (core dumped)"). in_pool says whether it
  * was in the pool until then: only those are crashes worth a profile (an exit reported again
- * by a later list, or of an instance nobody served from, is not). Each pid counts once. */
-void profiler_crashed(profiler_t *self, int index, bool in_pool, uint32_t pid, const char *how,
-                      uint64_t now_ms);
+ * by a later list, or of an instance nobody served from, is not). Each pid counts once.
+ * Returns PROFILER_CRASH_PROFILED when a crash profile will be asked for (now, or once the
+ * instance's errors profile in flight has failed), PROFILER_CRASH_LIMITED for a new crash the
+ * instance's rate limit holds back, PROFILER_CRASH_IGNORED otherwise (not a new crash, not in
+ * the pool, automatic profiles off). */
+typedef enum {
+    PROFILER_CRASH_IGNORED,
+    PROFILER_CRASH_PROFILED,
+    PROFILER_CRASH_LIMITED,
+} profiler_crash_t;
+
+profiler_crash_t profiler_crashed(profiler_t *self, int index, bool in_pool, uint32_t pid,
+                                  const char *how, uint64_t now_ms);
 
 /* The next automatic profile due now, if any: returns 1 with *out filled (and the instance's
  * rate limit started), else 0. Call until it returns 0. */
@@ -68,8 +78,9 @@ void profiler_sent(profiler_t *self, int index, const char *job_id);
 
 /* Job job_id has ended (or could not be sent), written saying whether it wrote a profile. An
  * automatic profile's job that wrote none gives back its instance's rate limit slot, and a
- * crash that came while it was in flight is then due. Other ids are ignored. */
-void profiler_finished(profiler_t *self, const char *job_id, bool written, uint64_t now_ms);
+ * crash that came while it was in flight is then due. Other ids are ignored. Returns the
+ * instance whose waiting crash the written profile's rate limit now holds back, else -1. */
+int profiler_finished(profiler_t *self, const char *job_id, bool written, uint64_t now_ms);
 
 /* A manual profile of index for seconds (0 = manual_s). in_pool says whether the instance is
  * in the pool. Returns 0 with *out filled, or -EINVAL with the reason in err (not in the

@@ -138,7 +138,9 @@ static void test_crash(void **state)
     profiler_t *p = profiler_new(&c);
     profile_want_t w;
     assert_int_equal(s_run(p, 1000, 2000, 0.0, 0.0, 0.05, &w), 0);
-    profiler_crashed(p, 1, true, 4242, "terminated by SIGSEGV (core dumped)", 2500);
+    assert_int_equal(
+        profiler_crashed(p, 1, true, 4242, "terminated by SIGSEGV (core dumped)", 2500),
+        PROFILER_CRASH_PROFILED);
     assert_int_equal(profiler_due(p, 2500, &w), 1);
     assert_int_equal(w.index, 1);
     assert_int_equal(w.pid, 4242);
@@ -148,13 +150,17 @@ static void test_crash(void **state)
     assert_int_equal(w.seconds, 5);
     assert_int_equal(profiler_due(p, 2500, &w), 0);
     /* the next list reports the same exit: nothing */
-    profiler_crashed(p, 1, true, 4242, "terminated by SIGSEGV (core dumped)", 3000);
+    assert_int_equal(
+        profiler_crashed(p, 1, true, 4242, "terminated by SIGSEGV (core dumped)", 3000),
+        PROFILER_CRASH_IGNORED);
     assert_int_equal(profiler_due(p, 3000, &w), 0);
     /* not in the pool: nobody was served from it */
-    profiler_crashed(p, 2, false, 5000, "exit status 1", 3000);
+    assert_int_equal(profiler_crashed(p, 2, false, 5000, "exit status 1", 3000),
+                     PROFILER_CRASH_IGNORED);
     assert_int_equal(profiler_due(p, 3000, &w), 0);
     /* the replacement crashes within min_interval: rate limited; after it, profiled */
-    profiler_crashed(p, 1, true, 4300, "exit status 3", 30000);
+    assert_int_equal(profiler_crashed(p, 1, true, 4300, "exit status 3", 30000),
+                     PROFILER_CRASH_LIMITED);
     assert_int_equal(profiler_due(p, 30000, &w), 0);
     profiler_crashed(p, 1, true, 4400, "exit status 3", 70000);
     assert_int_equal(profiler_due(p, 70000, &w), 1);
@@ -167,7 +173,8 @@ static void test_crash(void **state)
     /* automatic profiles off: a crash is logged by the caller, not profiled */
     c.enabled = false;
     p = profiler_new(&c);
-    profiler_crashed(p, 1, true, 4242, "exit status 1", 1000);
+    assert_int_equal(profiler_crashed(p, 1, true, 4242, "exit status 1", 1000),
+                     PROFILER_CRASH_IGNORED);
     assert_int_equal(profiler_due(p, 1000, &w), 0);
     profiler_destroy(&p);
 }
@@ -184,11 +191,12 @@ static void test_crash_after_a_failed_errors_profile(void **state)
     assert_int_equal(s_run(p, 1000, 4000, 0.9, 0.0, 0.0, &w), 1);
     assert_string_equal(w.reason, "errors");
     profiler_sent(p, 1, "profile-production1-1");
-    profiler_crashed(p, 1, true, 777, "terminated by SIGSEGV (core dumped)", 4500);
+    assert_int_equal(profiler_crashed(p, 1, true, 777, "terminated by SIGSEGV (core dumped)", 4500),
+                     PROFILER_CRASH_PROFILED);
     assert_int_equal(profiler_due(p, 4500, &w), 0); /* the errors job may yet succeed */
     profiler_finished(p, "profile-someone-else", false, 5000);
     assert_int_equal(profiler_due(p, 5000, &w), 0);
-    profiler_finished(p, "profile-production1-1", false, 5500);
+    assert_int_equal(profiler_finished(p, "profile-production1-1", false, 5500), -1);
     assert_int_equal(profiler_due(p, 5500, &w), 1);
     assert_string_equal(w.reason, "crash");
     assert_int_equal(w.pid, 777);
@@ -204,7 +212,7 @@ static void test_crash_after_a_failed_errors_profile(void **state)
     assert_int_equal(s_run(p, 1000, 4000, 0.9, 0.0, 0.0, &w), 1);
     profiler_sent(p, 1, "profile-production1-1");
     profiler_crashed(p, 1, true, 778, "exit status 1", 4500);
-    profiler_finished(p, "profile-production1-1", true, 6000);
+    assert_int_equal(profiler_finished(p, "profile-production1-1", true, 6000), 1);
     assert_int_equal(profiler_due(p, 6000, &w), 0);
     profiler_destroy(&p);
 

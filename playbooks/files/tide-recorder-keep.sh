@@ -5,6 +5,7 @@
 # started it and any restart of tide, and the next list keeps it rather than starting another.
 #
 #   tide-recorder-keep.sh on DIR PERF RATE_HZ PAGES   start it, or keep it when it runs with these
+#                                                      (and this tide-recorder.sh)
 #   tide-recorder-keep.sh off DIR                      stop it
 #   tide-recorder-keep.sh signal DIR SIGNAL            send SIGNAL (USR2: a dump) to it
 #
@@ -40,7 +41,8 @@ stop() {
 
 case "$what" in
 on)
-    args="$3 $4 $5"
+    # the script's own checksum too: a recorder started by an older tide-recorder.sh goes
+    args="$3 $4 $5 $(cksum <"$here/tide-recorder.sh" | cut -d' ' -f1)"
     verb=started
     if alive; then
         if [ "$(cat "$dir/recorder.args" 2>/dev/null || true)" = "$args" ]; then

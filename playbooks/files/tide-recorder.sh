@@ -23,13 +23,17 @@
 # process started on the host), so once it passes MAX_BYTES (default 64 MiB) the recorder
 # switches to a new file and deletes the old one: the rings start afresh then, the only time a
 # dump can hold less than the window.
+#
+# `-k realtime`: samples are stamped with the wall clock, so a profile keeps exactly the seconds
+# it names (the window before a dump, or before a crash's exit, which supervisord and Docker
+# report in wall time) whatever the process did in them, even nothing.
 set -eu
 dir=$1 perf=$2 rate=$3 pages=$4 max_bytes=${5:-67108864}
 mkdir -p "$dir"
 # Dumps are decoded and removed by tide-recorder-dump.sh; any left by a crash of it go now.
 rm -f "$dir"/ring.data "$dir"/ring.data.*
 echo "tide-recorder: recording every CPU at $rate Hz into $dir"
-"$perf" record -a --switch-output=signal --no-buildid-cache --no-bpf-event \
+"$perf" record -a --switch-output=signal --no-buildid-cache --no-bpf-event -k realtime \
     -F "$rate" -e cpu-clock/overwrite/ -g -m "$pages" -o "$dir/ring.data" &
 perf_pid=$!
 # supervisord signals this script: USR2 asks perf for a dump, INT and TERM stop it.
