@@ -9,8 +9,10 @@ an instance that runs nowhere is refused. Then production0's container crashes u
 (SIGSEGV): the list finds it exited, the scaler asks for a crash profile of its host PID, whose
 samples (the recorder's seconds up to the exit) are named from a copy of the dead container's
 filesystem, and whose record gives the core's stack or says why there is none; the scaler
-replaces the container, and the load sees no failure but production1's own 500s."""
+replaces the container, and the load sees no failure but production1's own 500s. Last, a
+profile of an instance whose container is gone from every host is refused with that cause."""
 
+import datetime
 import json
 import os
 import subprocess
@@ -127,10 +129,29 @@ def test_profile_of_a_failing_container(make_stack):
             "the copy of the container's filesystem was left behind"
     print("\nerrors profile %.1f s after the failures began; %d samples, %.0f%% in %s" % (
         t_found - t_fail, sum(mine.values()), 100 * stack_share(mine, FAIL_FUNC), FAIL_FUNC))
-    print("crash profile %.1f s after the crash; %d samples, %.0f%% in %s; %s" % (
-        t_crash_found - t_crash, c["samples"], 100 * stack_share(cstacks, WORK_FUNC), WORK_FUNC,
-        c["crash_note"]))
+    # When the scaler noticed the crash (its "instance exited" line), for the closing note.
+    scaler_log = [p for p in st.procs if p.name == "scaler"][0].text()
+    noticed = [ln.split()[0][3:] for ln in scaler_log.splitlines()
+               if 'msg="instance exited"' in ln and "instance=production0" in ln]
+    noticed_ms = datetime.datetime.strptime(noticed[0], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=datetime.timezone.utc).timestamp() * 1000 if noticed else float("nan")
+    print("crash profile %.1f s after the crash, %.1f s after the scaler noticed it; %d samples, "
+          "%.0f%% in %s; %s" % (t_crash_found - t_crash, (c["created_ms"] - noticed_ms) / 1000,
+                               c["samples"], 100 * stack_share(cstacks, WORK_FUNC), WORK_FUNC,
+                               c["crash_note"]))
     bad = [(x.status, x.instance) for x in load.results
            if x.error is not None or not 200 <= x.status < 300]
     assert bad and all(b == (500, "production1") for b in bad), bad[:10]
+
+    # An instance in the pool that runs on no inventory host (its container removed behind
+    # tide's back) is refused with the cause, and no profile is written. The scaler is paused so
+    # that no health check takes it out of the pool first.
+    st.control("pause")
+    before = len(profiles(st))
+    docker("rm", "-f", "production1")
+    r = st.tidectl("profile", "production1", "--seconds", "1", timeout=120)
+    assert r.returncode == 1 and "production1 runs on no inventory host" in r.stderr, \
+        (r.stdout, r.stderr)
+    assert len(profiles(st)) == before
+    st.control("resume")
 
