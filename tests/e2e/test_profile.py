@@ -93,6 +93,18 @@ def test_profile_of_a_failing_container(make_stack):
 
         # ---- production0's container crashes under load: a crash profile of its host PID,
         # its frames named from a copy of its filesystem, and a new production0 ----
+        # production1 healthy again, and no health check in flight: a list that runs across the
+        # crash finds production0 running but failing its health check, and the scaler stops it
+        # as unhealthy before any list sees it exited (no crash profile then; docs/architecture.md,
+        # "Crashes"). The checks production1's failures start end once its panic window is clean.
+        assert post(port1, "/_sample/fail?share=0") == 200
+        t_healed = time.monotonic()
+
+        def settled():
+            s = st.status()
+            return time.monotonic() - t_healed > 4 and \
+                s.get("state") in ("STATE_IDLE", "STATE_UP") and not s.get("job_id")
+        st.wait_until(settled, 60, "no health check in flight after production1 healed")
         dead_pid = int(docker("inspect", "-f", "{{.State.Pid}}", "production0").strip())
         t_crash = time.monotonic()
         crash_ms = time.time() * 1000
