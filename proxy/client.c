@@ -948,6 +948,9 @@ static int s_on_headers_complete(http_parser *p)
         x->req_body = BODY_LENGTH;
     else
         x->req_body = BODY_NONE;
+    /* Before anything is sent: a name another server may read otherwise desynchronises it. */
+    if (!hdrs_names_are_tokens(&c->pb->hdrs))
+        return s_refuse(c, 400);
     if (p->method == HTTP_CONNECT)
         return s_refuse(c, 405);
     if (x->req_body == BODY_CHUNKED && !hdrs_te_chunked_only(&c->pb->hdrs))

@@ -106,6 +106,28 @@ const char *hdrs_get(const hdrs_t *self, const char *name, size_t *len)
     return NULL;
 }
 
+/* RFC 9110 5.6.2: tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." / "^" /
+ * "_" / "`" / "|" / "~" / DIGIT / ALPHA. */
+static bool s_tchar(unsigned char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           (ch && strchr("!#$%&'*+-.^_`|~", ch) != NULL);
+}
+
+bool hdrs_names_are_tokens(const hdrs_t *h)
+{
+    for (size_t i = 0; i < h->n; i++) {
+        size_t len;
+        const char *name = hdrs_name(h, i, &len);
+        if (len == 0)
+            return false;
+        for (size_t k = 0; k < len; k++)
+            if (!s_tchar((unsigned char)name[k]))
+                return false;
+    }
+    return true;
+}
+
 static bool s_token_in(const char *list, size_t len, const char *name, size_t nlen)
 {
     size_t i = 0;

@@ -48,6 +48,11 @@ const char *hdrs_get(const hdrs_t *self, const char *name, size_t *len);
  * chunked (its trailer fields follow it). */
 bool hdr_is_hop_by_hop(const char *name, size_t len);
 
+/* True when every field name of h is a token (RFC 9110 5.1: tchar only). A name that is not,
+ * such as "Content-Length " (whitespace before the colon, RFC 9112 5.1), must be refused with
+ * 400: another server may read it as the name without the space and frame the body otherwise. */
+bool hdrs_names_are_tokens(const hdrs_t *h);
+
 /* True when name appears as a token in any Connection header of h (so it is hop-by-hop too). */
 bool hdrs_connection_lists(const hdrs_t *h, const char *name, size_t len);
 

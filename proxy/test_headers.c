@@ -327,10 +327,33 @@ static void test_connection_listed(void **state)
     hdrs_free(&h);
 }
 
+/* Field names are tokens or the message is refused: whitespace before the colon, inside the
+ * name, controls and separators are not tchar. */
+static void test_names_are_tokens(void **state)
+{
+    (void)state;
+    hdrs_t h;
+    hdrs_init(&h, 4096);
+    const char *const good[] = {"Host", "a", "X-A_b.c~!#$%&'*+^`|", "1", NULL};
+    s_fill(&h, good);
+    assert_true(hdrs_names_are_tokens(&h));
+    const char *const bad[] = {
+        "Content-Length ", "Content-Length\t", "Bad Name", "X:y", "X\"q", "X(y)",
+        "X\x7f",           "X\xc3\xa9",        NULL};
+    for (size_t i = 0; bad[i]; i++) {
+        hdrs_reset(&h);
+        const char *const pairs[] = {"Host", "a", bad[i], "5", NULL};
+        s_fill(&h, pairs);
+        assert_false(hdrs_names_are_tokens(&h));
+    }
+    hdrs_free(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_collect),
+        cmocka_unit_test(test_names_are_tokens),
         cmocka_unit_test(test_limit),
         cmocka_unit_test(test_hop_by_hop),
         cmocka_unit_test(test_request_head),

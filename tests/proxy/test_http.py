@@ -226,7 +226,17 @@ def test_smuggling_refused(stack):
         # A chunk size that overflows.
         b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
         b"fffffffffffffffffff\r\nabc\r\n0\r\n\r\n",
+        # Whitespace between a field name and its colon (RFC 9112 5.1): a server that reads
+        # "Content-Length : 30" as no length sees the body as a second request.
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length : 30\r\n\r\n"
+        b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length\t: 30\r\n\r\n"
+        b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+        # A space or a separator inside a field name.
+        b"GET /echo HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n",
+        b"GET /echo HTTP/1.1\r\nHost: a\r\nX(y): x\r\n\r\n",
     ]
+    echoed = stack.ev.count("/echo")
     for raw in cases:
         c = connect(stack.port)
         c.sendall(raw)
@@ -237,6 +247,7 @@ def test_smuggling_refused(stack):
         assert closed_by_peer(c), "connection left open after 400: %r" % raw
         c.close()
     assert stack.ev.count("/smuggled") == 0, stack.ev.paths()
+    assert stack.ev.count("/echo") == echoed, "a refused message reached the instance"
     # A transfer coding tide would have to drop: refused, not silently re-framed.
     r = http_request(stack.port, "POST", "/echo", [("Transfer-Encoding", "gzip, chunked")],
                      body=b"3\r\nabc\r\n0\r\n\r\n")
