@@ -413,6 +413,18 @@ static void s_sample(FILE *f, int pid, const char *t)
     fprintf(f, "\t            1f7fc start_thread (/app)\n\n");
 }
 
+/* A file the profile playbook would leave in the work folder, opened for writing. */
+static FILE *s_work_file(const char *work, const char *name)
+{
+    char path[1100], cmd[1200];
+    snprintf(cmd, sizeof cmd, "mkdir -p %s", work);
+    assert_int_equal(system(cmd), 0);
+    snprintf(path, sizeof path, "%s/%s", work, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    return f;
+}
+
 /* A crash profile from the recorder's ring, stamped with the wall clock: only the samples in
  * the seconds before the exit that meta.txt names are kept, however many the dead process had
  * before them (it may have idled its last seconds), and none after the window's end. */
@@ -440,21 +452,15 @@ static void test_profile_keeps_the_named_seconds(void **state)
     assert_int_equal(jobs_validate(&s_cfg, &req, reason, sizeof reason), 0);
     job_t *job = jobs_add(jobs, &req);
     assert_non_null(job);
-    char work[1024], path[1100], cmd[1200];
+    char work[1024];
     profile_work_dir(&s_cfg, job, work, sizeof work);
-    snprintf(cmd, sizeof cmd, "mkdir -p %s", work);
-    assert_int_equal(system(cmd), 0);
-    snprintf(path, sizeof path, "%s/meta.txt", work);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
+    FILE *f = s_work_file(work, "meta.txt");
     fputs("target_pid 4242\nbaseline_pid 0\nsource ring\nclock realtime\nwindow_s 2\n"
           "start_ms 1000000000000\nend_ms 1000000002000\nhost 127.0.0.1\ncommand /app\n"
           "crash_note core kept; stacks read from it with gdb\n",
           f);
     fclose(f);
-    snprintf(path, sizeof path, "%s/script.txt", work);
-    f = fopen(path, "w");
-    assert_non_null(f);
+    f = s_work_file(work, "script.txt");
     s_sample(f, 4242, "999999990.500000"); /* busy long before */
     s_sample(f, 4242, "999999995.250000");
     s_sample(f, 4242, "1000000000.500000"); /* the two seconds before the exit */
@@ -478,18 +484,12 @@ static void test_profile_keeps_the_named_seconds(void **state)
 
     /* the process used no CPU in those seconds: a profile of 0 samples, not a failure */
     job->profile.id[0] = '\0';
-    snprintf(cmd, sizeof cmd, "mkdir -p %s", work);
-    assert_int_equal(system(cmd), 0);
-    snprintf(path, sizeof path, "%s/meta.txt", work);
-    f = fopen(path, "w");
-    assert_non_null(f);
+    f = s_work_file(work, "meta.txt");
     fputs("target_pid 4242\nbaseline_pid 0\nsource ring\nclock realtime\nwindow_s 2\n"
           "start_ms 1000000010000\nend_ms 1000000012000\n",
           f);
     fclose(f);
-    snprintf(path, sizeof path, "%s/script.txt", work);
-    f = fopen(path, "w");
-    assert_non_null(f);
+    f = s_work_file(work, "script.txt");
     s_sample(f, 4242, "1000000001.750000");
     fclose(f);
     assert_int_equal(profile_build(&s_cfg, job, err, sizeof err), 0);
