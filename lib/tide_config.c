@@ -90,6 +90,8 @@ static const centry_t s_schema[] = {
      "client connections held at once"},
     {"proxy.upstream_idle_per_instance", T_INT, "64", F(proxy.upstream_idle_per_instance), 0, 10000,
      NULL, "idle keep-alive connections kept per instance"},
+    {"proxy.retry_non_idempotent", T_ENUM, "off", F(proxy.retry_non_idempotent), 0, 0, "on|off",
+     "retry a POST (or other non-idempotent request) that may have reached the instance"},
     {"proxy.drain_timeout_ms", T_INT, "10000", F(proxy.drain_timeout_ms), 0, 3600000, NULL,
      "on SIGTERM, how long in-flight requests may take before the proxy exits"},
     {"proxy.client_header_timeout_ms", T_INT, "10000", F(proxy.client_header_timeout_ms), 100,

@@ -60,6 +60,7 @@ typedef struct {
         int max_header_size;
         int max_connections;
         int upstream_idle_per_instance;
+        char retry_non_idempotent[8]; /* "on" or "off" (retry.h) */
         int drain_timeout_ms;
         char stats[8]; /* "on" or "off": publish ProxyStats */
         int client_header_timeout_ms;

@@ -26,6 +26,7 @@
 
 #include "buf.h"
 #include "headers.h"
+#include "retry.h"
 #include "tide_hist.h"
 #include "tide_log.h"
 #include "timeouts.h"
@@ -801,7 +802,10 @@ static void s_attempt(client_t *c, instance_t *inst, bool allow_idle)
     int rc = upstream_open(inst, flags, c, &s_up_cb, &x->up);
     if (rc < 0) {
         x->up = NULL;
-        upstream_failure_t f = {.err = UP_ERR_CONNECT, .uv_status = rc};
+        /* Out of descriptors (or memory, or local ports) is the proxy's failure, not the
+         * instance's: it must not be marked down or charged an error for it. */
+        upstream_failure_t f = {.err = retry_local_error(rc) ? UP_ERR_LOCAL : UP_ERR_CONNECT,
+                                .uv_status = rc};
         s_up_error(c, &f);
         return;
     }
@@ -816,45 +820,46 @@ static void s_up_error(void *owner, const upstream_failure_t *f)
     x->up = NULL;
     c->up_paused = false;
     instance_t *failed = x->inst;
-    STAT_ADD(c->st->c.upstream_errors, 1);
-    if (failed)
-        STAT_ADD(failed->stats->upstream_errors, 1);
+    retry_facts_t facts = {
+        .err = f->err,
+        .reused = f->reused,
+        .got_bytes = f->got_bytes,
+        .wrote = f->wrote,
+        .resp_started = x->resp_started,
+        .idempotent = x->idempotent,
+        .replayable = !x->trimmed,
+        .other_retries = x->connect_retries,
+        .race_retries = x->race_retries,
+        .retry_non_idempotent = strcmp(c->cfg->proxy.retry_non_idempotent, "on") == 0,
+    };
+    retry_decision_t d = retry_decide(&facts);
+    if (d.charge) {
+        STAT_ADD(c->st->c.upstream_errors, 1);
+        if (failed)
+            STAT_ADD(failed->stats->upstream_errors, 1);
+    } else {
+        log_once_per_kind("local-upstream", "request answered 503: the proxy's own failure",
+                          uv_strerror(f->uv_status));
+    }
     s_attempt_end(c);
-    log_debug("instance failed", "instance=%s err=%d uv=%s reused=%d bytes=%d",
+    log_debug("instance failed", "instance=%s err=%d uv=%s reused=%d bytes=%d wrote=%d action=%d",
               failed ? failed->name : "-", (int)f->err,
-              f->uv_status ? uv_err_name(f->uv_status) : "-", f->reused, f->got_bytes);
-    if (x->resp_started) {
+              f->uv_status ? uv_err_name(f->uv_status) : "-", f->reused, f->got_bytes, f->wrote,
+              (int)d.action);
+    if (d.mark_down && failed)
+        instance_connect_failed(failed); /* down until a probe finds it back */
+    if (d.action == RETRY_NONE && d.status == 0) {
         s_close_handles(c); /* part of the response is out: only the close can tell */
         return;
     }
-    bool replayable = !x->trimmed;
-    bool connect_failed = f->err == UP_ERR_CONNECT || f->err == UP_ERR_CONNECT_TIMEOUT;
-    if (connect_failed && failed)
-        instance_connect_failed(failed); /* down until a probe finds it back */
-    if (connect_failed && x->idempotent && replayable && x->connect_retries < 1) {
-        /* Nothing reached the instance: another one may take it. */
-        instance_t *next = worker_pick(c->w, failed);
-        if (next) {
-            x->connect_retries++;
-            s_attempt(c, next, true);
-            return;
-        }
-    }
-    if (f->err == UP_ERR_CLOSED && f->reused && !f->got_bytes && replayable &&
-        x->race_retries < 1) {
-        /* The keep-alive race: the instance closed the idle connection as the request went
-         * out, so it never saw the request. Send it again on a fresh connection. */
+    if (d.action == RETRY_SAME) {
         instance_t *next = failed && failed->in_pool ? failed : worker_pick(c->w, NULL);
         if (next) {
             x->race_retries++;
             s_attempt(c, next, false);
             return;
         }
-    }
-    if (f->err == UP_ERR_CLOSED && !f->got_bytes && x->idempotent && replayable &&
-        x->connect_retries < 1) {
-        /* Closed without a byte on a fresh connection: an instance on its way down (it
-         * accepted, then shut). An idempotent request may go to another one. */
+    } else if (d.action == RETRY_OTHER) {
         instance_t *next = worker_pick(c->w, failed);
         if (next) {
             x->connect_retries++;
@@ -862,8 +867,7 @@ static void s_up_error(void *owner, const upstream_failure_t *f)
             return;
         }
     }
-    int status = f->err == UP_ERR_TIMEOUT || f->err == UP_ERR_CONNECT_TIMEOUT ? 504 : 502;
-    s_local(c, status);
+    s_local(c, d.status);
     if (!c->closing)
         s_advance(c);
 }

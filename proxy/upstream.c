@@ -29,7 +29,7 @@ struct upstream_conn {
     uint16_t status;
     body_mode_t body;
     size_t head_hdrs; /* headers of the final head; trailer fields follow them in hdrs */
-    bool reused, head_only, upgrade, got_bytes, head_done, msg_done, req_done;
+    bool reused, head_only, upgrade, got_bytes, wrote, head_done, msg_done, req_done;
     bool paused, reading, keepalive, above_high, to_tunnel, shut;
     int pending_err; /* a failure found inside an owner's call, reported from the timer */
     upstream_conn_t *idle_next, *idle_prev;
@@ -126,6 +126,13 @@ static void s_probe_schedule(instance_t *self)
 
 static void s_probe_failed(instance_t *self, int status)
 {
+    if (retry_local_error(status)) {
+        /* No descriptor (or memory) for the probe: the proxy's failure, not the instance's.
+         * Try again after the same wait, charging nothing. */
+        log_once_per_kind("probe-local", "cannot probe an instance", uv_strerror(status));
+        s_probe_schedule(self);
+        return;
+    }
     /* A failed probe is a failed attempt to reach the instance: it counts as an upstream error
      * so that its error rate stays visible while no request is sent to it. The scaler notices
      * a dead instance through that rate (scaler/fsm.c: fsm_note_errors). */
@@ -306,8 +313,11 @@ static void s_fail(upstream_conn_t *self, upstream_err_t err, int uv_status)
 {
     void *owner = self->owner;
     const upstream_cb_t *cb = self->cb;
-    upstream_failure_t f = {
-        .err = err, .reused = self->reused, .got_bytes = self->got_bytes, .uv_status = uv_status};
+    upstream_failure_t f = {.err = err,
+                            .reused = self->reused,
+                            .got_bytes = self->got_bytes,
+                            .wrote = self->wrote,
+                            .uv_status = uv_status};
     s_close(self);
     if (owner)
         cb->on_error(owner, &f);
@@ -599,7 +609,7 @@ static void s_reset_exchange(upstream_conn_t *self, void *owner, const upstream_
     self->cb = cb;
     self->head_only = (flags & UP_OPEN_HEAD) != 0;
     self->upgrade = (flags & UP_OPEN_UPGRADE) != 0;
-    self->got_bytes = self->head_done = self->msg_done = self->req_done = false;
+    self->got_bytes = self->wrote = self->head_done = self->msg_done = self->req_done = false;
     self->paused = self->above_high = self->keepalive = self->to_tunnel = false;
     self->pending_err = 0;
     self->status = 0;
@@ -701,6 +711,7 @@ void upstream_send(upstream_conn_t *self, chunk_t *chunk)
         int rc = uv_try_write((uv_stream_t *)&self->tcp, &b, 1);
         if (rc >= 0) {
             off = (size_t)rc;
+            self->wrote = self->wrote || rc > 0;
         } else if (rc != UV_EAGAIN) {
             s_defer_error(self, rc);
             return;
@@ -726,6 +737,7 @@ void upstream_send(upstream_conn_t *self, chunk_t *chunk)
         s_defer_error(self, rc);
         return;
     }
+    self->wrote = true; /* queued: some of it may reach the instance */
     if (self->tcp.write_queue_size > PROXY_WQ_HIGH)
         self->above_high = true;
 }

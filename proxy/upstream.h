@@ -23,6 +23,7 @@
 
 #include "buf.h"
 #include "headers.h"
+#include "retry.h"
 #include "stats.h"
 
 typedef struct upstream_conn upstream_conn_t;
@@ -80,18 +81,13 @@ void instance_shutdown(instance_t *self);
 /* Frees the record. Every connection and handle must be closed and its close callback run. */
 void instance_destroy(instance_t **self_p);
 
-typedef enum {
-    UP_ERR_CONNECT,         /* the connect failed: nothing was sent */
-    UP_ERR_CONNECT_TIMEOUT, /* the connect took too long: nothing was sent */
-    UP_ERR_TIMEOUT,         /* the instance went silent past response_timeout_ms */
-    UP_ERR_CLOSED,          /* EOF or reset before the response ended */
-    UP_ERR_PROTOCOL,        /* the response is not valid HTTP/1.x */
-} upstream_err_t;
+/* upstream_err_t, the kinds of failure, is in retry.h. */
 
 typedef struct {
     upstream_err_t err;
     bool reused;    /* the connection had served a request before (keep-alive) */
     bool got_bytes; /* any response byte had arrived */
+    bool wrote;     /* any request byte was handed to the socket */
     int uv_status;  /* the libuv error, when there was one */
 } upstream_failure_t;
 
