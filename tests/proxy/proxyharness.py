@@ -10,6 +10,7 @@ proxy's open file descriptors, and a small protobuf decoder for the ProxyStats i
 """
 
 import os
+import re
 import signal
 import socket
 import sys
@@ -55,7 +56,8 @@ class ProxyStack:
     def close(self, failed=False):
         for e in self.evils:
             e.stop()
-        return self.st.close(failed=failed)
+        problems = self.st.close(failed=failed)
+        return problems + tsan_reports(self.st.procs)
 
     def __enter__(self):
         return self
@@ -147,6 +149,24 @@ class ProxyStack:
         s.setsockopt(zmq.SUBSCRIBE, b"stats")
         s.bind(self.st.endpoint("stats"))
         return s
+
+
+def tsan_reports(procs):
+    """The ThreadSanitizer reports of procs, as teardown problems. tests/tsan runs this suite
+    with TSAN_OPTIONS=...log_path=P, so an instrumented process writes them to P.<pid> rather
+    than among its log lines; without log_path (the ASan build) there is nothing to look at."""
+    prefix = None
+    for opt in re.split(r"[\s:,]+", os.environ.get("TSAN_OPTIONS", "")):
+        if opt.startswith("log_path="):
+            prefix = opt[len("log_path="):]
+    out = []
+    for p in procs if prefix else []:
+        path = "%s.%d" % (prefix, p.pid)
+        if os.path.exists(path):
+            with open(path, errors="replace") as f:
+                out.append("%s (pid %d): ThreadSanitizer report in %s:\n%s" % (
+                    p.name, p.pid, path, f.read()[:6000]))
+    return out
 
 
 # ---- raw HTTP ---------------------------------------------------------------------------
