@@ -45,7 +45,8 @@ exec_server_t *exec_server_new(const tide_config_t *cfg, const char *program, co
     }
     zsock_set_linger(self->control, 0);
     zsock_set_linger(self->events, 200);
-    zsock_set_maxmsgsize(self->control, (int64_t)MSG_MAX_FRAME + 1024);
+    msg_socket_limits(self->control);
+    msg_socket_limits(self->events); /* subscriptions come in on it */
     char q[512];
     if (zsock_bind(self->control, "%s", cfg->endpoints.executor_control) < 0) {
         log_error("cannot bind the control socket", "endpoint=%s err=%s",

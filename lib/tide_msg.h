@@ -27,8 +27,29 @@
 #define TOPIC_EXEC_REQ    "exec.request"
 #define TOPIC_EXEC_REP    "exec.reply"
 
-/* Frames larger than this are dropped unread (a ProxyStats for 1000 instances is ~100 KB). */
-#define MSG_MAX_FRAME (4u << 20)
+/* ---- size limits --------------------------------------------------------------------------
+ * MSG_MAX_LIST: entries in any repeated field. Four times the most instances a service can have
+ * (scaler.max <= 1000), for instances still draining and for a LIST that also reports exited
+ * ones.
+ *
+ * MSG_MAX_FRAME: the largest payload frame. Every socket that receives refuses a bigger frame
+ * before buffering it (ZMQ_MAXMSGSIZE, set by msg_socket_limits): libzmq reads the frame's
+ * length, closes that peer's connection and never allocates the frame; tide sees nothing (so
+ * it logs nothing per frame) and keeps serving its other peers. The largest messages tide
+ * sends, at MSG_MAX_LIST entries and every field at its longest (tests/unit/test_msg.c builds
+ * them and checks they pass):
+ *   - a JobRecord (exec.reply, exec.job) of a LIST: 4096 results with a 511-byte detail,
+ *     1000 output lines of 1000 bytes (executor/jobs.h), 4096 requested instances: 4.3 MB;
+ *   - a ProxyStats for 4096 instances, every counter and bucket at 2^64-1: 2.0 MB.
+ * 8 MiB leaves them twice the room.
+ *
+ * MSG_MAX_UNPACKED: what protobuf-c may allocate to unpack one message (malloc's own overhead
+ * counted). The same maxima unpack to at most 5.9 MB; garbage expands much more (a 2-byte empty
+ * InstanceStats becomes an 80-byte struct, so a full frame of them would ask for 416 MB), and
+ * decoding stops at this budget, before the repeated fields are checked. */
+#define MSG_MAX_LIST     4096u
+#define MSG_MAX_FRAME    (8u << 20)
+#define MSG_MAX_UNPACKED (16u << 20)
 
 /* A sender's identity and sequence counter: fills the Header every message starts with. */
 typedef struct {
@@ -44,8 +65,14 @@ void msg_sender_init(msg_sender_t *self, const char *program, const char *id);
  * the next call: point the outgoing message's header field at it. */
 Tide__V1__Header *msg_sender_next(msg_sender_t *self);
 
-/* Packs msg and sends [topic][bytes] on sock. Returns 0, or -EIO when ZeroMQ refused the
- * message (for PUB that only happens on a closed socket; a full HWM drops silently). */
+/* Sets the receive limits on sock (ZMQ_MAXMSGSIZE = MSG_MAX_FRAME). Call on every socket that
+ * receives, before it binds or connects: the option applies to connections made afterwards. */
+void msg_socket_limits(zsock_t *sock);
+
+/* Packs msg and sends [topic][bytes] on sock. Returns 0; -EMSGSIZE (logged once) when the
+ * packed message is larger than MSG_MAX_FRAME, which every receiver would refuse; -EIO when
+ * ZeroMQ refused the message (for PUB that only happens on a closed socket; a full HWM drops
+ * silently). */
 int msg_send(zsock_t *sock, const char *topic, const ProtobufCMessage *msg);
 
 /* A received, decoded, checked message. */
@@ -60,6 +87,10 @@ typedef struct {
  * and -EBADMSG is returned with in->msg NULL. -EAGAIN when nothing could be read. */
 int msg_recv(zsock_t *sock, msg_in_t *in);
 
+/* Decodes and checks a received [topic][payload] message, as msg_recv does; zm stays the
+ * caller's. Same results as msg_recv (0 or -EBADMSG, counted and logged once per kind). */
+int msg_parse(zmsg_t *zm, msg_in_t *in);
+
 /* msg_recv that also hands back the frames as received, on success only (*raw is NULL
  * otherwise): a forwarder sends them on unchanged (zmsg_send) instead of packing in->msg
  * again. The caller owns *raw (zmsg_send or zmsg_destroy). */
@@ -68,8 +99,9 @@ int msg_recv_raw(zsock_t *sock, msg_in_t *in, zmsg_t **raw);
 /* Frees in->msg and sets it to NULL; nothing on NULL. */
 void msg_in_free(msg_in_t *in);
 
-/* Decodes bytes as the type of topic and checks values. Returns the message (caller frees with
- * protobuf_c_message_free_unpacked) or NULL, with a static reason in *why. */
+/* Decodes bytes as the type of topic and checks values. Refuses len > MSG_MAX_FRAME and stops
+ * unpacking past MSG_MAX_UNPACKED bytes of allocations. Returns the message (caller frees with
+ * protobuf_c_message_free_unpacked(m, NULL)) or NULL, with a static reason in *why. */
 ProtobufCMessage *msg_decode(const char *topic, const uint8_t *data, size_t len, const char **why);
 
 /* The protobuf descriptor for topic, or NULL for an unknown topic. */

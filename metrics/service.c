@@ -33,6 +33,7 @@ static zsock_t *s_socket(int type, const char *endpoint, bool bind, const char *
         log_error("cannot create a socket", "socket=%s", what);
         return NULL;
     }
+    msg_socket_limits(sock); /* PUB too: subscriptions come in on it */
     int rc = bind ? zsock_bind(sock, "%s", endpoint) : zsock_connect(sock, "%s", endpoint);
     if (rc == -1) {
         char q[300];

@@ -126,6 +126,7 @@ static void s_watcher(zsock_t *pipe, void *arg)
     pthread_setname_np(pthread_self(), "tide-pool"); /* as top -H and perf show it */
     zsock_t *sub = zsock_new(ZMQ_SUB);
     if (sub) {
+        msg_socket_limits(sub);
         zsock_set_subscribe(sub, TOPIC_SCALER_POOL);
         if (zsock_connect(sub, "%s", cfg->endpoints.scaler_events) != 0) {
             log_error("cannot connect to scaler events; polling Redis only", "endpoint=%s",

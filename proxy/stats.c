@@ -252,6 +252,7 @@ static void s_publisher(zsock_t *pipe, void *arg)
          * slow one. */
         zsock_set_immediate(pub, 1);
         zsock_set_sndhwm(pub, 16);
+        msg_socket_limits(pub); /* subscriptions come in on it */
     }
     if (!pub || zsock_connect(pub, "%s", a->cfg->endpoints.stats) != 0) {
         log_error("cannot connect the stats socket", "endpoint=%s", a->cfg->endpoints.stats);

@@ -54,6 +54,7 @@ static int s_open(exec_client_t *self)
         return -ENOMEM;
     /* Unsent requests must not keep the process alive at exit or pile up across reopens. */
     zsock_set_linger(self->sock, 0);
+    msg_socket_limits(self->sock);
     if (zsock_connect(self->sock, "%s", self->endpoint) != 0) {
         log_error("cannot connect to the executor", "endpoint=%s", self->endpoint);
         s_close(self);

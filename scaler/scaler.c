@@ -559,6 +559,10 @@ scaler_t *scaler_new(const tide_config_t *cfg, const char *id)
     }
     zsock_set_linger(self->pub, 0);
     zsock_set_linger(self->rep, 0);
+    msg_socket_limits(self->pub); /* subscriptions come in on it */
+    msg_socket_limits(self->rep);
+    msg_socket_limits(self->sub_metrics);
+    msg_socket_limits(self->sub_exec);
     if (zsock_bind(self->pub, "%s", cfg->endpoints.scaler_events) < 0) {
         log_error("cannot bind", "endpoint=%s key=endpoints.scaler_events err=\"%s\"",
                   cfg->endpoints.scaler_events, zmq_strerror(zmq_errno()));

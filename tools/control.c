@@ -20,6 +20,7 @@ int ctl_request(const ctl_t *ctl, const char *peer, const char *endpoint, const 
     }
     /* linger 0: with no answer, exit at once instead of waiting to deliver the request */
     zsock_set_linger(sock, 0);
+    msg_socket_limits(sock);
     zsock_set_sndtimeo(sock, timeout);
     int status = CTL_FAIL;
     zpoller_t *poller = NULL;

@@ -91,6 +91,8 @@ static zsock_t *s_sub(const ctl_t *ctl, const char *endpoint, const char *const 
                       size_t n_topics)
 {
     zsock_t *sock = zsock_new(ZMQ_SUB);
+    if (sock)
+        msg_socket_limits(sock);
     if (!sock || zsock_connect(sock, "%s", endpoint) != 0) {
         fprintf(ctl->err, "tidectl: cannot connect to %s: %s\n", endpoint,
                 zmq_strerror(zmq_errno()));
