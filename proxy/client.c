@@ -26,6 +26,7 @@
 
 #include "buf.h"
 #include "headers.h"
+#include "syntax.h"
 #include "retry.h"
 #include "tide_hist.h"
 #include "tide_log.h"
@@ -86,6 +87,9 @@ struct client {
     bool reading, paused, bp, eof, closing, handles_closing, lingering, drain, up_paused;
     bool tunnel, overflow;
     bool head_too_big; /* a head buffer hit max_header_size: the parse error means 431 */
+    head_scan_t hs;    /* the syntax check of the request head being read (syntax.h) */
+    uint8_t crlf_due;  /* bytes of a chunk's closing CRLF still to check ("\r\n" + 2 - n) */
+    const char *exec_end; /* the end of the bytes the parser runs over, while it runs */
     tmode_t tmode;
     exchange_t x;
 };
@@ -926,6 +930,44 @@ static int s_refuse(client_t *c, int status)
     return c->closing ? -1 : 0;
 }
 
+/* The request rules of RFC 9112 that need the whole head; r's target and Host are turned into
+ * what goes upstream. Returns 0, or the status to refuse the request with. */
+static int s_check_head(const http_parser *p, const hdrs_t *h, req_head_t *r)
+{
+    bool http10 = p->http_minor == 0;
+    /* 3.2: exactly one Host in HTTP/1.1, at most one in 1.0, a valid uri-host [":" port] */
+    size_t hosts = hdrs_count(h, "host"), hl = 0;
+    const char *host = hdrs_get(h, "host", &hl);
+    if (hosts > 1 || (hosts == 0 && !http10) || (host && !host_is_valid(host, hl)))
+        return 400;
+    /* 3.2.2: an absolute-form target's authority is the Host; the instance gets origin-form */
+    const char *auth, *path;
+    size_t al, pl;
+    int form = target_absolute(r->url, r->url_len, &auth, &al, &path, &pl);
+    if (form < 0)
+        return 400;
+    if (form == 1) {
+        if (!host_is_valid(auth, al))
+            return 400;
+        r->host = auth;
+        r->host_len = al;
+        r->url = path;
+        r->url_len = pl;
+    } else if (r->url_len == 1 && r->url[0] == '*' && p->method != HTTP_OPTIONS) {
+        return 400; /* 3.2.4: asterisk-form is for OPTIONS only */
+    }
+    /* 6.1: Transfer-Encoding in an HTTP/1.0 message means its framing is faulty; in 1.1,
+     * chunked exactly once and last (6.3), nothing before it tide would drop (501). */
+    if (hdrs_count(h, "transfer-encoding") > 0) {
+        if (http10)
+            return 400;
+        int te = hdrs_te_check(h);
+        if (te)
+            return te;
+    }
+    return 0;
+}
+
 static int s_on_headers_complete(http_parser *p)
 {
     client_t *c = p->data;
@@ -952,13 +994,22 @@ static int s_on_headers_complete(http_parser *p)
         x->req_body = BODY_LENGTH;
     else
         x->req_body = BODY_NONE;
-    /* Before anything is sent: a name another server may read otherwise desynchronises it. */
-    if (!hdrs_names_are_tokens(&c->pb->hdrs))
-        return s_refuse(c, 400);
+    /* Before anything is sent (the line and field syntax was checked by head_scan): the rules
+     * on Host, the target and the framing, each a way to make tide and the instance read one
+     * message two ways. */
+    hdrs_t *h = &c->pb->hdrs;
     if (p->method == HTTP_CONNECT)
         return s_refuse(c, 405);
-    if (x->req_body == BODY_CHUNKED && !hdrs_te_chunked_only(&c->pb->hdrs))
-        return s_refuse(c, 501); /* another coding would be lost in the re-framing */
+    req_head_t r = {.method = http_method_str(p->method),
+                    .url = c->pb->url.data,
+                    .url_len = c->pb->url.len,
+                    .body = x->req_body,
+                    .client_ip = c->ip,
+                    .has_length = (p->flags & F_CONTENTLENGTH) != 0,
+                    .content_length = (p->flags & F_CONTENTLENGTH) ? p->content_length : 0};
+    int status = s_check_head(p, h, &r);
+    if (status)
+        return s_refuse(c, status);
     int64_t max_body = c->cfg->proxy.max_body_size;
     if (max_body > 0 && x->req_body == BODY_LENGTH && p->content_length > (uint64_t)max_body)
         return s_refuse(c, 413);
@@ -972,14 +1023,9 @@ static int s_on_headers_complete(http_parser *p)
         return s_refuse(c, 503);
     buf_t *s = c->scratch;
     buf_reset(s);
-    req_head_t r = {.method = http_method_str(p->method),
-                    .url = c->pb->url.len ? c->pb->url.data : "/",
-                    .url_len = c->pb->url.len ? c->pb->url.len : 1,
-                    .body = x->req_body,
-                    .client_ip = c->ip,
-                    .default_host = inst->addr,
-                    .upgrade = x->upgrade};
-    if (head_build_request(s, &r, &c->pb->hdrs) != 0 ||
+    r.default_host = inst->addr;
+    r.upgrade = x->upgrade;
+    if (head_build_request(s, &r, h) != 0 ||
         s_queue(c, chunk_copy(s->data, s->len)) != 0) {
         s_close_handles(c);
         return -1;
@@ -990,12 +1036,30 @@ static int s_on_headers_complete(http_parser *p)
     return c->closing ? -1 : 0;
 }
 
+/* Checks the CRLF after a chunk's data from at on, as far as the bytes go: http-parser (built
+ * lenient) takes any two bytes there, which would let "5\r\nhelloXX0\r\n\r\n" pass as one
+ * chunk. The rest is checked at the start of the next read. Returns false on a mismatch. */
+static bool s_chunk_crlf(client_t *c, const char *at)
+{
+    while (c->crlf_due > 0 && at < c->exec_end) {
+        if (*at++ != "\r\n"[2 - c->crlf_due])
+            return false;
+        c->crlf_due--;
+    }
+    return true;
+}
+
 static int s_on_body(http_parser *p, const char *at, size_t len)
 {
     client_t *c = p->data;
     exchange_t *x = &c->x;
     if (c->closing || !x->active)
         return -1;
+    if ((p->flags & F_CHUNKED) && p->content_length == 0) {
+        c->crlf_due = 2; /* this chunk's data ends here */
+        if (!s_chunk_crlf(c, at + len))
+            return -1;
+    }
     if (x->resp_done)
         return 0; /* answered already (the connection will close): drop the rest */
     x->expect_wait = false;
@@ -1038,6 +1102,7 @@ static int s_on_message_complete(http_parser *p)
     if (c->closing || !x->active)
         return -1;
     x->req_done = true;
+    head_scan_init(&c->hs); /* the next bytes start a new request */
     if (!x->resp_done) {
         if (x->req_body == BODY_CHUNKED) {
             buf_t *s = c->scratch;
@@ -1067,16 +1132,23 @@ static const http_parser_settings s_settings = {
     .on_message_complete = s_on_message_complete,
 };
 
-static void s_parse_error(client_t *c, enum http_errno err)
+/* A request the parser or head_scan refused: status, then the close. */
+static void s_bad_request(client_t *c, int status, const char *why)
 {
-    log_debug("bad request", "client=%s err=%s", c->ip, http_errno_name(err));
+    log_debug("bad request", "client=%s status=%d why=%s", c->ip, status, why);
     c->in_head = false;
     if (c->x.active && c->x.resp_started) {
         s_close_handles(c);
         return;
     }
     s_exchange_drop(c);
-    s_local(c, err == HPE_HEADER_OVERFLOW || c->head_too_big ? 431 : 400);
+    s_local(c, status);
+}
+
+static void s_parse_error(client_t *c, enum http_errno err)
+{
+    s_bad_request(c, err == HPE_HEADER_OVERFLOW || c->head_too_big ? 431 : 400,
+                  http_errno_name(err));
 }
 
 /* Runs the parser over data; from_pending: data is c->pending past pending_off. */
@@ -1086,7 +1158,20 @@ static void s_execute(client_t *c, const char *data, size_t len, bool from_pendi
         s_close_handles(c);
         return;
     }
+    /* The stricter checks first, over the same bytes: a head that breaks RFC 9112's grammar,
+     * or a chunk not closed by CRLF, is refused before the parser acts on any of it. */
+    size_t used;
+    if (head_scan(&c->hs, data, len, &used) == HEAD_BAD) {
+        s_bad_request(c, c->hs.status, c->hs.reason);
+        return;
+    }
+    c->exec_end = data + len;
+    if (!s_chunk_crlf(c, data)) {
+        s_bad_request(c, 400, "chunk not closed by CRLF");
+        return;
+    }
     size_t n = http_parser_execute(&c->parser, &s_settings, data, len);
+    c->exec_end = NULL;
     if (c->closing)
         return;
     enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
@@ -1240,6 +1325,7 @@ int client_accept(worker_t *w, uv_stream_t *server, list_node_t *list, bool over
     list_push(list, &c->node);
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
+    head_scan_init(&c->hs);
     int rc = uv_accept(server, (uv_stream_t *)&c->tcp);
     if (rc != 0) {
         c->handles_closing = true;

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
@@ -86,8 +87,12 @@ const char *hdrs_name(const hdrs_t *self, size_t i, size_t *len)
 
 const char *hdrs_value(const hdrs_t *self, size_t i, size_t *len)
 {
-    *len = self->v[i].value_len;
-    return self->v[i].value_len ? self->buf.data + self->v[i].value_off : "";
+    const char *v = self->v[i].value_len ? self->buf.data + self->v[i].value_off : "";
+    size_t n = self->v[i].value_len;
+    while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+        n--; /* http-parser drops the leading OWS, not the trailing (RFC 9112 5.1) */
+    *len = n;
+    return v;
 }
 
 static inline bool s_is(const char *name, size_t len, const char *want)
@@ -114,18 +119,25 @@ static bool s_tchar(unsigned char ch)
            (ch && strchr("!#$%&'*+-.^_`|~", ch) != NULL);
 }
 
-bool hdrs_names_are_tokens(const hdrs_t *h)
+static bool s_token(const char *name, size_t len)
 {
-    for (size_t i = 0; i < h->n; i++) {
-        size_t len;
-        const char *name = hdrs_name(h, i, &len);
-        if (len == 0)
+    if (len == 0)
+        return false;
+    for (size_t k = 0; k < len; k++)
+        if (!s_tchar((unsigned char)name[k]))
             return false;
-        for (size_t k = 0; k < len; k++)
-            if (!s_tchar((unsigned char)name[k]))
-                return false;
-    }
     return true;
+}
+
+size_t hdrs_count(const hdrs_t *self, const char *name)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < self->n; i++) {
+        size_t nl;
+        const char *hn = hdrs_name(self, i, &nl);
+        n += s_is(hn, nl, name);
+    }
+    return n;
 }
 
 static bool s_token_in(const char *list, size_t len, const char *name, size_t nlen)
@@ -254,6 +266,8 @@ int head_build_request(buf_t *out, const req_head_t *r, const hdrs_t *h)
 {
     int rc = buf_puts(out, r->method);
     rc |= buf_append(out, " ", 1);
+    if (r->url_len == 0 || r->url[0] == '?')
+        rc |= buf_append(out, "/", 1); /* an absolute-form "http://h?q" made origin-form */
     rc |= buf_append(out, r->url, r->url_len);
     rc |= buf_puts(out, " HTTP/1.1\r\n");
     bool listed = s_connection_names_others(h);
@@ -282,13 +296,17 @@ int head_build_request(buf_t *out, const req_head_t *r, const hdrs_t *h)
                 continue;
             break;
         case H_CONTENT_LENGTH:
-            if (r->body != BODY_LENGTH)
-                continue;
-            break;
+            continue; /* written below from the parsed length, never copied */
         case H_HOST:
             if (have_host)
-                continue; /* http-parser lets a second Host through: send one */
+                continue; /* the client refuses a second Host; one is sent whatever */
             have_host = true;
+            if (r->host) {
+                host = r->host; /* the absolute-form target's authority wins (RFC 9112 3.2.2) */
+                host_len = r->host_len;
+                rc |= s_header(out, "Host", 4, host, host_len);
+                continue;
+            }
             host = v;
             host_len = vl;
             break;
@@ -299,9 +317,9 @@ int head_build_request(buf_t *out, const req_head_t *r, const hdrs_t *h)
         }
         rc |= s_header(out, n, nl, v, vl);
     }
-    if (!have_host && r->default_host) {
-        host = r->default_host;
-        host_len = strlen(host);
+    if (!have_host && (r->host || r->default_host)) {
+        host = r->host ? r->host : r->default_host;
+        host_len = r->host ? r->host_len : strlen(host);
         rc |= s_header(out, "Host", 4, host, host_len);
     }
     /* Several X-Forwarded-For headers are one list (RFC 7230 3.2.2): join them, then add the
@@ -320,8 +338,15 @@ int head_build_request(buf_t *out, const req_head_t *r, const hdrs_t *h)
     rc |= buf_puts(out, "\r\nX-Forwarded-Proto: http\r\n");
     if (host)
         rc |= s_header(out, "X-Forwarded-Host", 16, host, host_len);
-    if (r->body == BODY_CHUNKED)
+    /* The framing is tide's own, from what it parsed: no spelling of the client's can mean
+     * one length to tide and another to the instance. */
+    if (r->body == BODY_CHUNKED) {
         rc |= buf_puts(out, "Transfer-Encoding: chunked\r\n");
+    } else if (r->has_length) {
+        char cl[32];
+        int n = snprintf(cl, sizeof cl, "%llu", (unsigned long long)r->content_length);
+        rc |= s_header(out, "Content-Length", 14, cl, (size_t)n);
+    }
     if (r->upgrade)
         rc |= buf_puts(out, "Connection: upgrade\r\n");
     rc |= buf_append(out, "\r\n", 2);
@@ -338,7 +363,8 @@ int head_build_trailers(buf_t *out, const hdrs_t *h, size_t first)
         const char *v = hdrs_value(h, i, &vl);
         /* Framing, routing and connection fields are not allowed in a trailer (RFC 7230
          * 4.1.2): dropped rather than passed on to confuse the next hop. */
-        if (s_kind(n, nl) != H_OTHER || (listed && hdrs_connection_lists(h, n, nl)))
+        if (s_kind(n, nl) != H_OTHER || !s_token(n, nl) ||
+            (listed && hdrs_connection_lists(h, n, nl)))
             continue;
         rc |= s_header(out, n, nl, v, vl);
     }
@@ -346,8 +372,9 @@ int head_build_trailers(buf_t *out, const hdrs_t *h, size_t first)
     return rc ? -ENOMEM : 0;
 }
 
-bool hdrs_te_chunked_only(const hdrs_t *h)
+int hdrs_te_check(const hdrs_t *h)
 {
+    int chunked = 0, others = 0;
     for (size_t i = 0; i < h->n; i++) {
         size_t nl, vl;
         const char *n = hdrs_name(h, i, &nl);
@@ -361,11 +388,19 @@ bool hdrs_te_chunked_only(const hdrs_t *h)
             size_t start = k;
             while (k < vl && v[k] != ',' && v[k] != ' ' && v[k] != '\t')
                 k++;
-            if (k > start && !s_is(v + start, k - start, "chunked"))
-                return false;
+            if (k == start)
+                continue;
+            if (chunked)
+                return 400; /* chunked twice, or not last: no length can be trusted */
+            if (s_is(v + start, k - start, "chunked"))
+                chunked = 1;
+            else
+                others++;
         }
     }
-    return true;
+    if (chunked == 0)
+        return 400; /* no chunked at the end: the length cannot be told (RFC 9112 6.3) */
+    return others ? 501 : 0;
 }
 
 int head_build_response(buf_t *out, const resp_head_t *r, const hdrs_t *h)

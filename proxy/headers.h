@@ -48,10 +48,8 @@ const char *hdrs_get(const hdrs_t *self, const char *name, size_t *len);
  * chunked (its trailer fields follow it). */
 bool hdr_is_hop_by_hop(const char *name, size_t len);
 
-/* True when every field name of h is a token (RFC 9110 5.1: tchar only). A name that is not,
- * such as "Content-Length " (whitespace before the colon, RFC 9112 5.1), must be refused with
- * 400: another server may read it as the name without the space and frame the body otherwise. */
-bool hdrs_names_are_tokens(const hdrs_t *h);
+/* How many headers of h are called name (case-insensitive). */
+size_t hdrs_count(const hdrs_t *self, const char *name);
 
 /* True when name appears as a token in any Connection header of h (so it is hop-by-hop too). */
 bool hdrs_connection_lists(const hdrs_t *h, const char *name, size_t len);
@@ -65,12 +63,16 @@ typedef enum {
 
 typedef struct {
     const char *method;
-    const char *url;
+    const char *url; /* origin-form, or empty or "?query" for "/" + it */
     size_t url_len;
     body_mode_t body;         /* how tide frames the body it forwards: NONE, LENGTH, CHUNKED */
     const char *client_ip;    /* appended to X-Forwarded-For */
     const char *default_host; /* Host to send when the client sent none (HTTP/1.0) */
-    bool upgrade;             /* an upgrade request: Upgrade kept, Connection: upgrade */
+    const char *host;         /* Host to send instead of the client's (absolute-form target) */
+    size_t host_len;
+    bool has_length;         /* the client sent a Content-Length: tide writes its own */
+    uint64_t content_length; /* the length http-parser read from it */
+    bool upgrade;            /* an upgrade request: Upgrade kept, Connection: upgrade */
 } req_head_t;
 
 /* Writes the upstream request head (HTTP/1.1, keep-alive) for r with headers h into out.
@@ -82,9 +84,11 @@ int head_build_request(buf_t *out, const req_head_t *r, const hdrs_t *h);
  * dropped), and the final empty line. Returns 0 or -ENOMEM. */
 int head_build_trailers(buf_t *out, const hdrs_t *h, size_t first);
 
-/* True when every Transfer-Encoding header of h lists "chunked" and nothing else: the only
- * coding tide re-frames (it would drop any other on the way). */
-bool hdrs_te_chunked_only(const hdrs_t *h);
+/* The Transfer-Encoding of a request h, where some header names it: 0 when the codings are
+ * "chunked" once, the only one tide re-frames (it would drop any other on the way); 400 when
+ * chunked is missing, repeated or not last (RFC 9112 6.1, 6.3: the length cannot be told);
+ * 501 when chunked is last once but another coding comes before it (RFC 9112 6.1). */
+int hdrs_te_check(const hdrs_t *h);
 
 typedef struct {
     int status;

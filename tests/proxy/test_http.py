@@ -207,6 +207,116 @@ def test_forwarding_headers(stack):
         assert hop not in names, r.headers
 
 
+# RFC 9112 rules http-parser (built lenient) lets through, checked by proxy/syntax.c and
+# client.c: s_check_head. Each is refused before anything reaches the instance.
+RFC9112_REFUSED = [
+    (b"GET /echo HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", 400),          # obs-fold
+    (b"GET /echo HTTP/1.1\r\n Host: a\r\n\r\n", 400),           # whitespace before a field
+    (b"GET /echo HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n", 400),            # bare CR
+    (b"GET /echo HTTP/1.1\r\nHost: a\r\nX: a\x01\r\n\r\n", 400),          # a control
+    (b"GET /echo HTTP/1.1\r\nHost: a\r\nX: a\x00\r\n\r\n", 400),          # NUL
+    (b"GET /echo\tx HTTP/1.1\r\nHost: a\r\n\r\n", 400),          # whitespace in the target
+    (b"GET /echo\xff HTTP/1.1\r\nHost: a\r\n\r\n", 400),          # non-ASCII in the target
+    (b"GET  /echo HTTP/1.1\r\nHost: a\r\n\r\n", 400),             # two spaces
+    (b"GET /echo HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+    (b"GET /echo HTTP/0.9\r\nHost: a\r\n\r\n", 505),
+    (b"GET /echo HTTP/1.1\r\n\r\n", 400),                           # no Host
+    (b"GET /echo HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),          # two Hosts
+    (b"GET /echo HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n", 400),          # the same twice
+    (b"GET /echo HTTP/1.1\r\nHost: a b\r\n\r\n", 400),            # not a uri-host
+    (b"GET /echo HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),
+    (b"GET /echo HTTP/1.1\r\nHost: a@b\r\n\r\n", 400),
+    (b"GET http://u@b/echo HTTP/1.1\r\nHost: b\r\n\r\n", 400),      # userinfo
+    (b"GET ftp://b/echo HTTP/1.1\r\nHost: b\r\n\r\n", 400),
+    (b"GET * HTTP/1.1\r\nHost: a\r\n\r\n", 400),                 # asterisk-form not OPTIONS
+    (b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 4\r\n\r\nabcd", 400),
+    (b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\nabc", 400),
+    (b"POST /echo HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"3\r\nabc\r\n0\r\n\r\n", 400),                                   # TE in HTTP/1.0
+    (b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+     b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 400),       # chunked twice
+    (b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"
+     b"3\r\nabc\r\n0\r\n\r\n", 400),                                   # chunked not last
+    (b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: foo\r\n\r\nabc", 400),
+    (b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: foo, chunked\r\n\r\n"
+     b"3\r\nabc\r\n0\r\n\r\n", 501),                                   # a coding tide drops
+]
+
+
+def test_rfc9112_refused(stack):
+    to_evil(stack)
+    for raw, status in RFC9112_REFUSED:
+        c = connect(stack.port)
+        c.sendall(raw)
+        r = Reader(c).response()
+        assert r.status == status, (raw, r)
+        assert r.header("Connection") == "close"
+        assert closed_by_peer(c), "connection left open after %d: %r" % (status, raw)
+        c.close()
+        reached = [p for p in stack.ev.paths() if p != "/echo-victim"]
+        assert reached == [], "a refused message reached the instance: %r" % raw
+        # The next client gets its own answer.
+        victim = json.loads(http_request(stack.port, "GET", "/echo-victim").body)
+        assert victim["path"] == "/echo-victim", raw
+
+
+def test_chunk_not_closed_by_crlf(stack):
+    """http-parser takes any two bytes after a chunk's data; tide wants CRLF, in one read or
+    split across reads, and closes the connection after the 400 (the head already went)."""
+    to_evil(stack)
+    for parts in ([b"3\r\nabcXX0\r\n\r\n"], [b"3\r\nabc", b"\rX0\r\n\r\n"]):
+        c = connect(stack.port)
+        c.sendall(b"POST /echo?chunk HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for p in parts:
+            time.sleep(0.05)  # separate reads on the proxy's side; either order fails the same
+            c.sendall(p)
+        assert closed_by_peer(c), parts
+        c.close()
+    # A good chunked body still goes through, split anywhere.
+    c = connect(stack.port)
+    c.sendall(b"POST /echo?good HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r")
+    time.sleep(0.05)
+    c.sendall(b"\n0\r\n\r\n")
+    r = Reader(c).response()
+    assert r.status == 200 and json.loads(r.body)["body_len"] == 3
+    c.close()
+
+
+def test_framing_is_tides_own(stack):
+    """What reaches the instance is framed by tide from what it parsed: a Content-Length is
+    written anew, an absolute-form target becomes origin-form with its authority as Host, and
+    trailing whitespace is not part of a value."""
+    to_evil(stack)
+    c = connect(stack.port)
+    c.sendall(b"POST /echo?cl HTTP/1.1\r\nHost: a\r\nContent-Length: 003 \r\nX-V: v \t\r\n\r\nabc")
+    r = Reader(c).response()
+    assert r.status == 200
+    c.close()
+    req = stack.ev.last("/echo?cl")
+    assert req.header_all("Content-Length") == ["3"] and req.body == b"abc"
+    assert b"X-V: v\r\n" in req.raw
+    r = http_request(stack.port, "POST", "/echo?zero", [("Content-Length", "0")])
+    assert r.status == 200
+    assert stack.ev.last("/echo?zero").header_all("Content-Length") == ["0"]
+    c = connect(stack.port)
+    c.sendall(b"GET http://Other.Test:81/echo?abs HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert Reader(c).response().status == 200
+    c.close()
+    req = stack.ev.last("/echo?abs")
+    assert req.path == "/echo?abs" and req.header_all("Host") == ["Other.Test:81"]
+    c = connect(stack.port)
+    c.sendall(b"GET http://other.test?q HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert Reader(c).response().status in (200, 404)
+    c.close()
+    assert stack.ev.paths()[-1] == "/?q"
+    # Bare LF line ends are read as CRLF and sent on as CRLF.
+    c = connect(stack.port)
+    c.sendall(b"GET /echo?lf HTTP/1.1\nHost: a\nX-L: 1\n\n")
+    assert Reader(c).response().status == 200
+    c.close()
+    assert b"X-L: 1\r\n" in stack.ev.last("/echo?lf").raw
+
+
 def test_smuggling_refused(stack):
     to_evil(stack)
     cases = [
