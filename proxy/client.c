@@ -88,7 +88,8 @@ struct client {
     bool tunnel, overflow;
     bool head_too_big; /* a head buffer hit max_header_size: the parse error means 431 */
     head_scan_t hs;    /* the syntax check of the request head being read (syntax.h) */
-    uint8_t crlf_due;  /* bytes of a chunk's closing CRLF still to check ("\r\n" + 2 - n) */
+    chunk_scan_t cs;   /* the framing lines of a chunked request body (syntax.h) */
+    const char *head_end; /* where head_scan found this read's head to end, or NULL */
     const char *exec_end; /* the end of the bytes the parser runs over, while it runs */
     tmode_t tmode;
     exchange_t x;
@@ -930,6 +931,13 @@ static int s_refuse(client_t *c, int status)
     return c->closing ? -1 : 0;
 }
 
+/* Checks a chunked body's framing lines from at to the end of what the parser runs over
+ * (chunk_scan carries on at the next read). */
+static bool s_chunk_lines(client_t *c, const char *at)
+{
+    return at && at <= c->exec_end && chunk_scan(&c->cs, at, (size_t)(c->exec_end - at));
+}
+
 /* The request rules of RFC 9112 that need the whole head; r's target and Host are turned into
  * what goes upstream. Returns 0, or the status to refuse the request with. */
 static int s_check_head(const http_parser *p, const hdrs_t *h, req_head_t *r)
@@ -1010,6 +1018,13 @@ static int s_on_headers_complete(http_parser *p)
     int status = s_check_head(p, h, &r);
     if (status)
         return s_refuse(c, status);
+    if (x->req_body == BODY_CHUNKED) {
+        /* The first chunk-size line follows the head: as much of it as this read holds is
+         * checked before the head goes anywhere. */
+        chunk_scan_arm(&c->cs, false);
+        if (!s_chunk_lines(c, c->head_end))
+            return s_refuse(c, 400);
+    }
     int64_t max_body = c->cfg->proxy.max_body_size;
     if (max_body > 0 && x->req_body == BODY_LENGTH && p->content_length > (uint64_t)max_body)
         return s_refuse(c, 413);
@@ -1036,19 +1051,6 @@ static int s_on_headers_complete(http_parser *p)
     return c->closing ? -1 : 0;
 }
 
-/* Checks the CRLF after a chunk's data from at on, as far as the bytes go: http-parser (built
- * lenient) takes any two bytes there, which would let "5\r\nhelloXX0\r\n\r\n" pass as one
- * chunk. The rest is checked at the start of the next read. Returns false on a mismatch. */
-static bool s_chunk_crlf(client_t *c, const char *at)
-{
-    while (c->crlf_due > 0 && at < c->exec_end) {
-        if (*at++ != "\r\n"[2 - c->crlf_due])
-            return false;
-        c->crlf_due--;
-    }
-    return true;
-}
-
 static int s_on_body(http_parser *p, const char *at, size_t len)
 {
     client_t *c = p->data;
@@ -1056,8 +1058,8 @@ static int s_on_body(http_parser *p, const char *at, size_t len)
     if (c->closing || !x->active)
         return -1;
     if ((p->flags & F_CHUNKED) && p->content_length == 0) {
-        c->crlf_due = 2; /* this chunk's data ends here */
-        if (!s_chunk_crlf(c, at + len))
+        chunk_scan_arm(&c->cs, true); /* this chunk's data ends here: CRLF, the next size */
+        if (!s_chunk_lines(c, at + len))
             return -1;
     }
     if (x->resp_done)
@@ -1161,17 +1163,19 @@ static void s_execute(client_t *c, const char *data, size_t len, bool from_pendi
     /* The stricter checks first, over the same bytes: a head that breaks RFC 9112's grammar,
      * or a chunk not closed by CRLF, is refused before the parser acts on any of it. */
     size_t used;
-    if (head_scan(&c->hs, data, len, &used) == HEAD_BAD) {
+    head_rc_t hrc = head_scan(&c->hs, data, len, &used);
+    if (hrc == HEAD_BAD) {
         s_bad_request(c, c->hs.status, c->hs.reason);
         return;
     }
+    c->head_end = hrc == HEAD_DONE && used > 0 ? data + used : NULL;
     c->exec_end = data + len;
-    if (!s_chunk_crlf(c, data)) {
-        s_bad_request(c, 400, "chunk not closed by CRLF");
+    if (!s_chunk_lines(c, data)) {
+        s_bad_request(c, 400, "chunk framing");
         return;
     }
     size_t n = http_parser_execute(&c->parser, &s_settings, data, len);
-    c->exec_end = NULL;
+    c->exec_end = c->head_end = NULL;
     if (c->closing)
         return;
     enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);

@@ -167,6 +167,89 @@ head_rc_t head_scan(head_scan_t *self, const char *data, size_t len, size_t *use
     return HEAD_MORE;
 }
 
+enum {
+    C_IDLE,    /* not armed, or over chunk data or the trailers */
+    C_DATA_CR, /* the CR after a chunk's data */
+    C_DATA_LF,
+    C_SIZE0, /* the first hex digit */
+    C_SIZE,
+    C_BWS, /* whitespace after the size: only ";" or more whitespace may follow */
+    C_EXT,
+    C_LF,
+};
+
+static int s_hexval(unsigned char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'f')
+        return (ch | 0x20) - 'a' + 10;
+    return -1;
+}
+
+void chunk_scan_arm(chunk_scan_t *self, bool after_data)
+{
+    self->state = after_data ? C_DATA_CR : C_SIZE0;
+    self->zero = true;
+}
+
+bool chunk_scan(chunk_scan_t *self, const char *data, size_t len)
+{
+    for (size_t i = 0; i < len && self->state != C_IDLE; i++) {
+        unsigned char ch = (unsigned char)data[i];
+        switch (self->state) {
+        case C_DATA_CR:
+            if (ch != '\r')
+                return false;
+            self->state = C_DATA_LF;
+            break;
+        case C_DATA_LF:
+            if (ch != '\n')
+                return false;
+            self->state = C_SIZE0;
+            self->zero = true;
+            break;
+        case C_SIZE0:
+        case C_SIZE: {
+            int v = s_hexval(ch);
+            if (v >= 0) {
+                self->zero = self->zero && v == 0;
+                self->state = C_SIZE;
+            } else if (self->state == C_SIZE0) {
+                return false;
+            } else if (ch == ' ' || ch == '\t') {
+                self->state = C_BWS;
+            } else if (ch == ';') {
+                self->state = C_EXT;
+            } else if (ch == '\r') {
+                self->state = C_LF;
+            } else {
+                return false;
+            }
+            break;
+        }
+        case C_BWS:
+            if (ch == ';')
+                self->state = C_EXT;
+            else if (ch != ' ' && ch != '\t')
+                return false;
+            break;
+        case C_EXT:
+            if (ch == '\r')
+                self->state = C_LF;
+            else if (!s_value_char(ch))
+                return false;
+            break;
+        case C_LF:
+            if (ch != '\n')
+                return false;
+            self->state = C_IDLE; /* data (or, after size 0, the trailers) follows */
+            break;
+        }
+    }
+    return true;
+}
+
 static bool s_unreserved_or_sub(unsigned char ch)
 {
     if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9'))

@@ -47,6 +47,27 @@ void head_scan_init(head_scan_t *self);
  * with self->status and self->reason set (and every later call HEAD_BAD). */
 head_rc_t head_scan(head_scan_t *self, const char *data, size_t len, size_t *used);
 
+/* The framing lines of a chunked request body (RFC 9112 7.1), which http-parser (built lenient)
+ * reads loosely: it takes any two bytes after a chunk's data as its CRLF, and reads "5 5" as a
+ * size of 5 with an extension. chunk_scan checks, from where the client arms it:
+ *
+ *   [ CRLF ]  chunk-size = 1*HEXDIG  [ *( SP / HTAB ) ";" ext ] CRLF
+ *
+ * the CRLF first when armed after a chunk's data; ext any HTAB, SP, VCHAR or obs-text (names,
+ * values and quoted strings). After the line it idles over the chunk's data; after the line
+ * of the last chunk (size 0) the trailer section follows, which http-parser reads as a head. */
+typedef struct {
+    uint8_t state;
+    bool zero; /* the size read so far is all zeros */
+} chunk_scan_t;
+
+/* Arms the scan: the next byte starts a chunk-size line, or (after_data) its CRLF comes first. */
+void chunk_scan_arm(chunk_scan_t *self, bool after_data);
+
+/* Checks the next len bytes: false at the first one that breaks the grammar. Bytes after the
+ * line (chunk data, trailers) are not looked at; an unarmed scan takes anything. */
+bool chunk_scan(chunk_scan_t *self, const char *data, size_t len);
+
 /* True when v is a valid Host field value (RFC 9110 7.2): uri-host [ ":" port ], the host a
  * reg-name (unreserved, pct-encoded, sub-delims), a dotted IPv4 address or a bracketed IP
  * literal, the port digits only. An empty value is valid (RFC 9112 3.2: a target without an

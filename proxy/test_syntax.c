@@ -1,6 +1,7 @@
 /* test_syntax.c - the request syntax rules http-parser leaves out: one row per rule. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -131,6 +132,42 @@ static void test_stops_at_head_end(void **state)
     assert_int_equal(used, 2);
 }
 
+/* Feeds in whole, then one byte per call: both must give want. */
+static void s_chunks(const char *in, size_t len, bool after_data, bool want)
+{
+    chunk_scan_t a, b;
+    chunk_scan_arm(&a, after_data);
+    bool whole = chunk_scan(&a, in, len);
+    chunk_scan_arm(&b, after_data);
+    bool split = true;
+    for (size_t i = 0; i < len && split; i++)
+        split = chunk_scan(&b, in + i, 1);
+    assert_int_equal(whole, split);
+    if (whole != want)
+        fail_msg("%s: %s", want ? "refused" : "accepted", in);
+}
+
+static void test_chunk_lines(void **state)
+{
+    (void)state;
+    struct {
+        const char *in;
+        bool after_data, ok;
+    } t[] = {
+        {"5\r\nhello", false, true}, /* the data after the line is not looked at */
+        {"5;a=b\r\n", false, true},    {"5 ;a=\"x y\"\r\n", false, true},
+        {"1F\r\n", false, true},       {"0\r\nX: 1\r\n", false, true},
+        {"\r\n0\r\n\r\n", true, true}, {"5 5\r\n", false, false},
+        {"5x\r\n", false, false},      {" 5\r\n", false, false},
+        {"\r\n", false, false},        {"5\n", false, false},
+        {"5\rx", false, false},        {"XX0\r\n", true, false},
+        {"\rX", true, false},          {"\n0\r\n", true, false},
+        {"5;a\x01\r\n", false, false}, {"-5\r\n", false, false},
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+        s_chunks(t[i].in, strlen(t[i].in), t[i].after_data, t[i].ok);
+}
+
 static void test_host(void **state)
 {
     (void)state;
@@ -191,9 +228,8 @@ static void test_absolute(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_rows),
-        cmocka_unit_test(test_stops_at_head_end),
-        cmocka_unit_test(test_host),
+        cmocka_unit_test(test_rows),        cmocka_unit_test(test_stops_at_head_end),
+        cmocka_unit_test(test_chunk_lines), cmocka_unit_test(test_host),
         cmocka_unit_test(test_absolute),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
