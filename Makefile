@@ -5,7 +5,7 @@ SANITIZE ?= OFF
 CMAKE_FLAGS ?=
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build run test test-unit test-integration clean distclean format
+.PHONY: all deps build run test test-unit test-integration test-tsan clean distclean format
 
 # The docker driver's targets (docker-image, docker-clean, test-e2e) and RUN_SCRIPT, which
 # `make run DRIVER=docker` switches to scripts/run-tide-docker.
@@ -38,6 +38,12 @@ test-unit: deps
 test-integration: deps
 	$(MAKE) build BUILD_DIR=build-test SANITIZE=ON
 	cd build-test && ctest --output-on-failure -L integration $(CTEST_ARGS)
+
+# The proxy under ThreadSanitizer. build-test is only (re)configured, so ctest knows the label's
+# tests: they build their own TSan tree (build-test/tsan) and run nothing of the ASan one.
+test-tsan: deps
+	cmake -S . -B build-test -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DTIDE_SANITIZE=ON $(CMAKE_FLAGS)
+	cd build-test && ctest --output-on-failure -L tsan $(CTEST_ARGS)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
