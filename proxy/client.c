@@ -86,7 +86,7 @@ struct client {
     bool in_head;     /* a request head has begun and is not complete */
     bool reading, paused, bp, eof, closing, handles_closing, lingering, drain, up_paused;
     bool tunnel, overflow;
-    bool head_too_big; /* a head buffer hit max_header_size: the parse error means 431 */
+    int too_big;       /* 414 or 431: the target or the fields hit max_header_size */
     head_scan_t hs;    /* the syntax check of the request head being read (syntax.h) */
     chunk_scan_t cs;   /* the framing lines of a chunked request body (syntax.h) */
     const char *head_end; /* where head_scan found this read's head to end, or NULL */
@@ -889,11 +889,12 @@ static int s_on_message_begin(http_parser *p)
 }
 
 /* http-parser counts the head against max_header_size too, but may hand a piece to a
- * callback before it counts it: either limit means 431. */
-static int s_head_rc(client_t *c, int rc)
+ * callback before it counts it: either limit means 431, or 414 for the target alone (RFC 9112
+ * 3: a target longer than the server parses). */
+static int s_head_rc(client_t *c, int rc, int status)
 {
     if (rc == -E2BIG)
-        c->head_too_big = true;
+        c->too_big = status;
     return rc ? -1 : 0;
 }
 
@@ -901,20 +902,20 @@ static int s_on_url(http_parser *p, const char *at, size_t len)
 {
     client_t *c = p->data;
     if (c->pb->url.len + len > (size_t)c->cfg->proxy.max_header_size)
-        return s_head_rc(c, -E2BIG);
+        return s_head_rc(c, -E2BIG, 414);
     return buf_append(&c->pb->url, at, len) ? -1 : 0;
 }
 
 static int s_on_header_field(http_parser *p, const char *at, size_t len)
 {
     client_t *c = p->data;
-    return s_head_rc(c, hdrs_on_field(&c->pb->hdrs, at, len));
+    return s_head_rc(c, hdrs_on_field(&c->pb->hdrs, at, len), 431);
 }
 
 static int s_on_header_value(http_parser *p, const char *at, size_t len)
 {
     client_t *c = p->data;
-    return s_head_rc(c, hdrs_on_value(&c->pb->hdrs, at, len));
+    return s_head_rc(c, hdrs_on_value(&c->pb->hdrs, at, len), 431);
 }
 
 static bool s_idempotent(unsigned m)
@@ -1149,8 +1150,10 @@ static void s_bad_request(client_t *c, int status, const char *why)
 
 static void s_parse_error(client_t *c, enum http_errno err)
 {
-    s_bad_request(c, err == HPE_HEADER_OVERFLOW || c->head_too_big ? 431 : 400,
-                  http_errno_name(err));
+    int status = c->too_big ? c->too_big : 400;
+    if (err == HPE_HEADER_OVERFLOW) /* before any field: the request line is too long */
+        status = c->in_head && c->pb && c->pb->hdrs.n == 0 ? 414 : 431;
+    s_bad_request(c, status, http_errno_name(err));
 }
 
 /* Runs the parser over data; from_pending: data is c->pending past pending_off. */

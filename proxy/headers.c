@@ -494,6 +494,8 @@ const char *http_reason(int status)
         return "Request Timeout";
     case 413:
         return "Payload Too Large";
+    case 414:
+        return "URI Too Long";
     case 431:
         return "Request Header Fields Too Large";
     case 500:
@@ -506,6 +508,8 @@ const char *http_reason(int status)
         return "Service Unavailable";
     case 504:
         return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
     default:
         return "Unknown";
     }
@@ -526,6 +530,12 @@ int head_build_error(buf_t *out, int status, bool close)
         break;
     case 413:
         body = "payload too large\n";
+        break;
+    case 414:
+        body = "uri too long\n";
+        break;
+    case 505:
+        body = "http version not supported: tide speaks HTTP/1.x\n";
         break;
     case 501:
         body = "not implemented: unsupported transfer coding\n";
