@@ -439,7 +439,9 @@ int head_build_response(buf_t *out, const resp_head_t *r, const hdrs_t *h)
                 continue;
             break;
         case H_OTHER:
-            if (listed && hdrs_connection_lists(h, n, nl))
+            /* A name that is not a token ("Content-Length : 5" from a careless instance) is
+             * not tide's framing, but a client may read it as such: dropped. */
+            if (!s_token(n, nl) || (listed && hdrs_connection_lists(h, n, nl)))
                 continue;
             break;
         default:

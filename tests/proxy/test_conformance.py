@@ -106,8 +106,8 @@ CONNECT = "proxy/client.c: s_on_headers_complete (405)"
 V505 = "proxy/syntax.c: head_scan (505)"
 TE10 = "proxy/client.c: s_check_head"
 CHUNK_EXT = "proxy/client.c: s_on_body (re-chunked, extensions dropped)"
-CHUNK_CRLF = "proxy/client.c: s_chunk_crlf"
-CHUNK_SPACE = "not enforced: http-parser reads `5 5` as size 5 and an extension"
+CHUNK_CRLF = "proxy/syntax.c: chunk_scan (from client.c: s_on_body)"
+CHUNK_SPACE = "proxy/syntax.c: chunk_scan (http-parser reads `5 5` as 5 and an extension)"
 TRAILER = "proxy/headers.c: head_build_trailers (the field dropped)"
 
 ROWS = [
