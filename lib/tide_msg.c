@@ -256,6 +256,39 @@ static void s_budget_free(void *data, void *p)
     free(p); /* the message is later freed with the default allocator: same malloc */
 }
 
+/* protobuf-c keeps fields it does not know, and takes a tag of field number 0 (which no
+ * encoder writes) as one when it is spelled in more than one byte; packed again it is one byte,
+ * which protobuf-c then refuses. So a message repacked by one program would be dropped by the
+ * next: refuse field 0 here, at every depth (tide.proto nests four deep, never recursively). */
+static bool s_wire_ok(const ProtobufCMessage *m, int depth)
+{
+    if (depth > 8)
+        return false;
+    for (unsigned i = 0; i < m->n_unknown_fields; i++)
+        if (m->unknown_fields[i].tag == 0)
+            return false;
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        if (f->type != PROTOBUF_C_TYPE_MESSAGE)
+            continue;
+        const char *base = (const char *)m;
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            size_t n = *(const size_t *)(base + f->quantifier_offset);
+            const ProtobufCMessage *const *v =
+                *(const ProtobufCMessage *const *const *)(base + f->offset);
+            for (size_t k = 0; k < n; k++)
+                if (!s_wire_ok(v[k], depth + 1))
+                    return false;
+        } else {
+            const ProtobufCMessage *sub = *(const ProtobufCMessage *const *)(base + f->offset);
+            if (sub && !s_wire_ok(sub, depth + 1))
+                return false;
+        }
+    }
+    return true;
+}
+
 ProtobufCMessage *msg_decode(const char *topic, const uint8_t *data, size_t len, const char **why)
 {
     const ProtobufCMessageDescriptor *desc = msg_descriptor(topic);
@@ -272,6 +305,11 @@ ProtobufCMessage *msg_decode(const char *topic, const uint8_t *data, size_t len,
     ProtobufCMessage *m = protobuf_c_message_unpack(desc, &alloc, len, data);
     if (!m) {
         *why = budget.over ? "unpacks past the size limit" : "protobuf decode failed";
+        return NULL;
+    }
+    if (!s_wire_ok(m, 0)) {
+        protobuf_c_message_free_unpacked(m, NULL);
+        *why = "protobuf decode failed";
         return NULL;
     }
     const char *bad = s_check(topic, m);
