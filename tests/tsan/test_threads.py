@@ -6,7 +6,6 @@ run one worker and change the pool while idle; this one is for the interleavings
 It asserts that every answer before SIGTERM is a 200 from an instance and that the proxy exits
 0; any TSan report fails it at teardown."""
 
-import signal
 import threading
 
 from proxyharness import Reader, connect, next_stats, request_bytes
