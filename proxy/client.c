@@ -163,6 +163,11 @@ static void s_attempt_end(client_t *c)
         return;
     inst->in_flight--;
     STAT_SET(inst->stats->in_flight, inst->in_flight);
+    /* last_inst is still counted against (latency, a status of tide's own): while it points
+     * at the instance, the worker does not free it (held, upstream.h). */
+    if (c->x.last_inst)
+        c->x.last_inst->held--;
+    inst->held++;
     c->x.last_inst = inst;
     c->x.inst = NULL;
 }
@@ -175,6 +180,8 @@ static void s_exchange_drop(client_t *c)
         return;
     upstream_abort(&c->x.up);
     s_attempt_end(c);
+    if (c->x.last_inst)
+        c->x.last_inst->held--;
     s_queue_free(c);
     STAT_SUB(c->st->c.in_flight, 1);
     memset(&c->x, 0, sizeof c->x);

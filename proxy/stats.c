@@ -9,13 +9,16 @@
 #include "tide_clock.h"
 #include "tide_log.h"
 
-#define LINGER_MS 10000 /* keep listing a drained instance this long */
+#define LINGER_MS  10000 /* keep listing a drained instance this long */
+#define LINGER_MAX 1024  /* unused records kept past that many are freed once listed idle */
 
 typedef struct {
     char name[64];
     char addr[128];
     stats_counters_t *slots; /* one per worker */
-    uint64_t last_active_ms; /* publisher only: last time in the pool or busy */
+    uint32_t users;          /* workers holding a slot (stats_instance .. stats_release) */
+    uint64_t last_active_ms; /* publisher only: last time in the pool or busy; 0: never seen */
+    bool told_idle;          /* publisher only: a message listed it neither in pool nor busy */
 } record_t;
 
 struct _stats_t {
@@ -25,6 +28,7 @@ struct _stats_t {
     pthread_mutex_t mu; /* guards records and nrecords */
     record_t **records;
     size_t nrecords, cap;
+    bool publishing; /* a publisher tells the last counters before a record goes */
 };
 
 static void *s_aligned(size_t n, size_t size)
@@ -52,15 +56,19 @@ stats_t *stats_new(int nworkers)
     return self;
 }
 
+static void s_record_free(record_t *rec)
+{
+    free(rec->slots);
+    free(rec);
+}
+
 void stats_destroy(stats_t **self_p)
 {
     if (!self_p || !*self_p)
         return;
     stats_t *self = *self_p;
-    for (size_t i = 0; i < self->nrecords; i++) {
-        free(self->records[i]->slots);
-        free(self->records[i]);
-    }
+    for (size_t i = 0; i < self->nrecords; i++)
+        s_record_free(self->records[i]);
     free(self->records);
     free(self->workers);
     pthread_mutex_destroy(&self->mu);
@@ -80,6 +88,8 @@ stats_counters_t *stats_instance(stats_t *self, const char *name, const char *ad
     for (size_t r = 0; r < self->nrecords; r++) {
         record_t *rec = self->records[r];
         if (strcmp(rec->name, name) == 0 && strcmp(rec->addr, addr) == 0) {
+            rec->users++;
+            rec->told_idle = false;
             slot = &rec->slots[i];
             goto done;
         }
@@ -102,11 +112,49 @@ stats_counters_t *stats_instance(stats_t *self, const char *name, const char *ad
     }
     snprintf(rec->name, sizeof rec->name, "%s", name);
     snprintf(rec->addr, sizeof rec->addr, "%s", addr);
+    rec->users = 1;
     self->records[self->nrecords++] = rec;
     slot = &rec->slots[i];
 done:
     pthread_mutex_unlock(&self->mu);
     return slot;
+}
+
+void stats_release(stats_t *self, const char *name, const char *addr, int i)
+{
+    (void)i; /* the worker's slot was zeroed of gauges by the worker itself */
+    pthread_mutex_lock(&self->mu);
+    for (size_t r = 0; r < self->nrecords; r++) {
+        record_t *rec = self->records[r];
+        if (strcmp(rec->name, name) != 0 || strcmp(rec->addr, addr) != 0)
+            continue;
+        if (rec->users > 0)
+            rec->users--;
+        if (rec->users == 0)
+            rec->last_active_ms = 0; /* the next message lists it, and the linger starts */
+        if (rec->users == 0 && !self->publishing) {
+            /* Nobody to tell its last counters to: the totals keep them. */
+            s_record_free(rec);
+            self->records[r] = self->records[--self->nrecords];
+        }
+        break;
+    }
+    pthread_mutex_unlock(&self->mu);
+}
+
+void stats_expect_publisher(stats_t *self)
+{
+    pthread_mutex_lock(&self->mu);
+    self->publishing = true;
+    pthread_mutex_unlock(&self->mu);
+}
+
+size_t stats_record_count(stats_t *self)
+{
+    pthread_mutex_lock(&self->mu);
+    size_t n = self->nrecords;
+    pthread_mutex_unlock(&self->mu);
+    return n;
 }
 
 #define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
@@ -184,7 +232,10 @@ Tide__V1__ProxyStats *stats_message(stats_t *self, uint64_t now_ms)
             return NULL;
         }
     }
-    size_t k = 0;
+    size_t unused = 0;
+    for (size_t r = 0; r < n; r++)
+        unused += self->records[r]->users == 0;
+    size_t k = 0, kept = 0;
     for (size_t r = 0; r < n; r++) {
         record_t *rec = self->records[r];
         uint64_t fl = 0, in_pool = 0;
@@ -192,10 +243,22 @@ Tide__V1__ProxyStats *stats_message(stats_t *self, uint64_t now_ms)
             fl += LOAD(rec->slots[w].in_flight);
             in_pool |= LOAD(rec->slots[w].in_pool);
         }
-        if (in_pool || fl)
+        if (in_pool || fl || rec->last_active_ms == 0)
             rec->last_active_ms = now_ms;
-        if (!in_pool && !fl && now_ms - rec->last_active_ms > LINGER_MS)
+        bool idle = !in_pool && !fl;
+        bool listed = !idle || now_ms - rec->last_active_ms <= LINGER_MS;
+        /* Unused and its last counters told: freed once it stops being listed, or at once
+         * when too many wait (the oldest first: records are in creation order). */
+        if (rec->users == 0 && rec->told_idle && (!listed || unused > LINGER_MAX)) {
+            s_record_free(rec);
+            unused--;
             continue;
+        }
+        self->records[kept++] = rec;
+        if (!listed)
+            continue;
+        if (idle && rec->users == 0)
+            rec->told_idle = true; /* no worker writes to it any more: these are final */
         Tide__V1__InstanceStats *is = &b->inst[k];
         tide__v1__instance_stats__init(is);
         tide__v1__counters__init(&b->inst_counters[k]);
@@ -214,6 +277,7 @@ Tide__V1__ProxyStats *stats_message(stats_t *self, uint64_t now_ms)
         b->inst_p[k] = is;
         k++;
     }
+    self->nrecords = kept;
     pthread_mutex_unlock(&self->mu);
     b->msg.instances = b->inst_p;
     b->msg.n_instances = k;
@@ -307,6 +371,7 @@ zactor_t *stats_publisher_new(stats_t *self, const tide_config_t *cfg, msg_sende
     if (!args)
         return NULL;
     *args = (publisher_args_t){.stats = self, .cfg = cfg, .sender = sender};
+    stats_expect_publisher(self); /* before any record can be released unseen */
     zactor_t *actor = zactor_new(s_publisher, args);
     if (!actor)
         free(args);

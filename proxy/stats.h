@@ -3,8 +3,13 @@
  * Every worker thread writes only its own slots (per-worker totals, and per instance one slot
  * per worker), with relaxed atomic stores and no lock; the publisher thread sums the slots with
  * relaxed loads. The only lock guards the list of instance records, which changes when the
- * pool changes, never per request. Records are kept until the process ends, so counters stay
- * cumulative when an instance leaves and comes back. */
+ * pool changes, never per request.
+ *
+ * An instance record lives while a worker holds its slot (stats_instance .. stats_release), so
+ * its counters stay cumulative while it is in the pool or draining, and for a while after: the
+ * publisher frees an unused record once a message has listed it idle (its final counters) and
+ * it has lingered LINGER_MS, or sooner when more than LINGER_MAX unused records are waiting
+ * (pool churn must not grow memory). An instance that comes back in time gets its record back. */
 #ifndef PROXY_STATS_H
 #define PROXY_STATS_H
 
@@ -50,9 +55,20 @@ void stats_destroy(stats_t **self_p);
 stats_worker_t *stats_worker(stats_t *self, int i);
 
 /* Worker i's slot for the instance (name, addr), creating the record on first use. Takes a
- * lock: call when the pool changes, not per request. The slot lives as long as self. NULL on
- * OOM. */
+ * lock: call when the pool changes, not per request. The slot lives until worker i gives it
+ * back with stats_release. NULL on OOM. */
 stats_counters_t *stats_instance(stats_t *self, const char *name, const char *addr, int i);
+
+/* Worker i is done with its slot for (name, addr): it no longer writes to it (its in_pool and
+ * in_flight gauges are 0). Takes the lock. Nothing when there is no such record. */
+void stats_release(stats_t *self, const char *name, const char *addr, int i);
+
+/* Unused records are to wait until stats_message has listed their last counters (without a
+ * publisher they go at once). stats_publisher_new calls it; tests may. */
+void stats_expect_publisher(stats_t *self);
+
+/* Instance records held (for tests). Takes the lock. */
+size_t stats_record_count(stats_t *self);
 
 /* Builds a ProxyStats from every slot (header left NULL). An instance is listed while any worker
  * has it in the pool, while requests to it are in flight, and for 10 s after both stopped, so

@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -78,11 +79,54 @@ static void test_no_pool_yet(void **state)
     stats_destroy(&s);
 }
 
+/* Pool churn: instances that come and go free their records, whether or not a publisher
+ * runs; one that comes back while its record lingers finds its counters. */
+static void test_churn_bounded(void **state)
+{
+    (void)state;
+    for (int publisher = 0; publisher < 2; publisher++) {
+        stats_t *s = stats_new(1);
+        if (publisher)
+            stats_expect_publisher(s);
+        uint64_t now = 1000000;
+        size_t most = 0;
+        for (int i = 0; i < 10000; i++) {
+            char name[32], addr[32];
+            snprintf(name, sizeof name, "production%d", i);
+            snprintf(addr, sizeof addr, "127.0.%d.%d:9000", i / 250, i % 250 + 1);
+            stats_counters_t *c = stats_instance(s, name, addr, 0);
+            assert_non_null(c);
+            STAT_SET(c->in_pool, 1);
+            STAT_ADD(c->requests, 1);
+            STAT_SET(c->in_pool, 0);
+            stats_release(s, name, addr, 0);
+            Tide__V1__ProxyStats *m = stats_message(s, now++);
+            assert_non_null(m);
+            stats_message_free(&m);
+            size_t n = stats_record_count(s);
+            most = n > most ? n : most;
+        }
+        assert_true(most <= (publisher ? 1025u : 0u));
+        /* Back while its record lingers: the same cumulative counters. */
+        stats_counters_t *c = stats_instance(s, "production9999", "127.0.39.250:9000", 0);
+        assert_int_equal(c->requests, publisher ? 1 : 0);
+        stats_release(s, "production9999", "127.0.39.250:9000", 0);
+        /* Past the linger every unused record has gone, each listed once idle before. */
+        Tide__V1__ProxyStats *m = stats_message(s, now + 11000);
+        stats_message_free(&m);
+        m = stats_message(s, now + 22000);
+        stats_message_free(&m);
+        assert_int_equal(stats_record_count(s), 0);
+        stats_destroy(&s);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sum),
         cmocka_unit_test(test_no_pool_yet),
+        cmocka_unit_test(test_churn_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

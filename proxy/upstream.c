@@ -234,7 +234,14 @@ void instance_set_in_pool(instance_t *self, bool in_pool)
         return;
     self->in_pool = in_pool;
     if (in_pool) {
-        s_probe_schedule(self);
+        if (self->down) {
+            self->down = false;
+            if (self->probe) {
+                uv_timer_stop(&self->probe->timer);
+                s_probe_drop_conn(self->probe);
+            }
+            log_info("instance up", "instance=%s addr=%s why=joined", self->name, self->addr);
+        }
         return;
     }
     s_close_idle(self); /* draining: in-flight requests finish, nothing new */
@@ -242,6 +249,12 @@ void instance_set_in_pool(instance_t *self, bool in_pool)
         uv_timer_stop(&self->probe->timer);
         s_probe_drop_conn(self->probe);
     }
+}
+
+bool instance_drained(const instance_t *self)
+{
+    return !self->in_pool && self->in_flight == 0 && self->held == 0 && self->conns == 0 &&
+           !self->idle;
 }
 
 void instance_shutdown(instance_t *self)
@@ -262,6 +275,7 @@ static void s_on_close(uv_handle_t *h)
     upstream_conn_t *self = h->data;
     if (--self->open_handles > 0)
         return;
+    self->inst->conns--; /* the last touch of the instance: it may be freed from now on */
     hdrs_free(&self->hdrs);
     buf_free(&self->reason);
     free(self);
@@ -639,6 +653,7 @@ int upstream_open(instance_t *inst, unsigned flags, void *owner, const upstream_
         return rc;
     }
     uv_timer_init(inst->loop, &self->timer);
+    inst->conns++;
     self->tcp.data = self->timer.data = self->connect_req.data = self;
     self->shutdown_req.data = self;
     self->open_handles = 2;

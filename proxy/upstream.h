@@ -47,6 +47,8 @@ typedef struct instance {
     struct sockaddr_storage sa;
     stats_counters_t *stats; /* this worker's slot for the instance */
     uint32_t in_flight;      /* requests of this worker sent to it, response not finished */
+    uint32_t held;           /* clients whose exchange still points at it (client.c) */
+    uint32_t conns;          /* its connections not yet closed (close callback not run) */
     bool in_pool;            /* false while draining after leaving the pool */
     bool listed;             /* the worker's mark while it applies a new pool */
     bool down;               /* a connect failed: no request until a probe succeeds */
@@ -64,8 +66,14 @@ instance_t *instance_new(uv_loop_t *loop, const upstream_opts_t *opts, const cha
                          const char *addr, stats_counters_t *stats);
 
 /* The instance entered (true) or left (false) the pool. Leaving closes its idle connections
- * (in-flight requests finish) and stops probing it; entering again while down probes it. */
+ * (in-flight requests finish) and stops probing it. Entering clears a down mark: the entry is
+ * new (a replacement at the address, or the instance back after it left), and what an earlier
+ * one did says nothing of it; a failed connect marks it down again. */
 void instance_set_in_pool(instance_t *self, bool in_pool);
+
+/* Out of the pool and nothing left of it: no request in flight or pointing at it, no
+ * connection open or closing. It may then be shut down and destroyed at once. */
+bool instance_drained(const instance_t *self);
 
 /* A connect to the instance failed: mark it down and schedule a probe (nothing if it is down
  * already: the probes go on at their pace). */

@@ -41,7 +41,9 @@ struct worker {
     bool posted_drain, posted_stop;
 
     pool_t *pool;           /* applied */
-    instance_t *instances;  /* every instance ever seen (counters stay cumulative) */
+    instance_t *instances;  /* those in the pool and those draining after they left */
+    size_t ninstances;      /* atomic: the length of instances (tests read it) */
+    uv_timer_t sweep;       /* while some instance drains: frees it once it is done */
     instance_t **active;    /* those in the pool */
     balancer_cand_t *cands; /* scratch for worker_pick, same size as active */
     size_t n_active, cap_active;
@@ -50,7 +52,7 @@ struct worker {
     buf_t scratch;
     parse_bufs_t *spares[SPARE_MAX];
     int nspares;
-    bool draining, listening;
+    bool draining, listening, stopping;
     int drained; /* atomic */
     uint64_t rng;
 };
@@ -148,6 +150,38 @@ static instance_t *s_find(worker_t *self, const pool_entry_t *e)
     return NULL;
 }
 
+static void s_sweep(worker_t *self);
+
+static void s_on_sweep(uv_timer_t *t)
+{
+    s_sweep(t->data);
+}
+
+/* Frees the instances that left the pool and have nothing left (instance_drained), and gives
+ * their stats slots back; checks again in a second while some still drain. */
+static void s_sweep(worker_t *self)
+{
+    bool draining = false;
+    instance_t **pp = &self->instances;
+    while (*pp) {
+        instance_t *i = *pp;
+        if (i->in_pool || !instance_drained(i)) {
+            draining = draining || !i->in_pool;
+            pp = &i->next;
+            continue;
+        }
+        *pp = i->next;
+        instance_shutdown(i); /* closes the probe's timer; nothing else is open */
+        stats_release(self->stats, i->name, i->addr, self->index);
+        instance_destroy(&i);
+        __atomic_store_n(&self->ninstances, self->ninstances - 1, __ATOMIC_RELAXED);
+    }
+    if (!draining)
+        uv_timer_stop(&self->sweep);
+    else if (!uv_is_active((uv_handle_t *)&self->sweep) && !self->stopping)
+        uv_timer_start(&self->sweep, s_on_sweep, 1000, 1000);
+}
+
 static void s_apply(worker_t *self, pool_t *pool)
 {
     if (pool->n > self->cap_active) {
@@ -179,6 +213,7 @@ static void s_apply(worker_t *self, pool_t *pool)
             }
             inst->next = self->instances;
             self->instances = inst;
+            __atomic_store_n(&self->ninstances, self->ninstances + 1, __ATOMIC_RELAXED);
         }
         inst->listed = true;
         self->active[n++] = inst;
@@ -189,6 +224,7 @@ static void s_apply(worker_t *self, pool_t *pool)
         instance_set_in_pool(i, i->listed);
         STAT_SET(i->stats->in_pool, i->in_pool ? 1 : 0);
     }
+    s_sweep(self); /* before the version shows: the pool is applied once it is done */
     pool_unref(&self->pool);
     self->pool = pool_ref(pool);
     STAT_SET(self->st->pool_version, pool->version);
@@ -242,6 +278,8 @@ static void s_on_async(uv_async_t *a)
         }
         for (instance_t *i = self->instances; i; i = i->next)
             instance_shutdown(i);
+        self->stopping = true;
+        uv_close((uv_handle_t *)&self->sweep, NULL);
         timeouts_close(&self->timeouts, NULL); /* every client is closing: none is set */
         uv_close((uv_handle_t *)&self->async, NULL);
     }
@@ -294,6 +332,8 @@ worker_t *worker_new(int index, int nworkers, const tide_config_t *cfg, stats_t 
     }
     uv_async_init(&self->loop, &self->async, s_on_async);
     self->async.data = self;
+    uv_timer_init(&self->loop, &self->sweep);
+    self->sweep.data = self;
     client_timeouts_init(&self->timeouts, &self->loop, cfg);
     rc = s_listen(self);
     if (rc != 0) {
@@ -301,6 +341,7 @@ worker_t *worker_new(int index, int nworkers, const tide_config_t *cfg, stats_t 
         s_close_listener(self);
         timeouts_close(&self->timeouts, NULL);
         uv_close((uv_handle_t *)&self->async, NULL);
+        uv_close((uv_handle_t *)&self->sweep, NULL);
         uv_run(&self->loop, UV_RUN_DEFAULT);
         uv_loop_close(&self->loop);
         pthread_mutex_destroy(&self->mu);
@@ -460,4 +501,14 @@ void worker_take_back(worker_t *self, parse_bufs_t **pb_p)
 uint32_t worker_client_count(worker_t *self)
 {
     return self->nclients;
+}
+
+size_t worker_instance_count(worker_t *self)
+{
+    return __atomic_load_n(&self->ninstances, __ATOMIC_RELAXED);
+}
+
+uint64_t worker_pool_version(worker_t *self)
+{
+    return __atomic_load_n(&self->st->pool_version, __ATOMIC_RELAXED);
 }

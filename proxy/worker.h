@@ -78,4 +78,9 @@ void worker_take_back(worker_t *self, parse_bufs_t **pb_p);
 /* Client connections open on this worker (its loop's thread; tests and the fuzzer). */
 uint32_t worker_client_count(worker_t *self);
 
+/* Any thread (tests): the instances the worker holds (in its pool, or draining), and the
+ * version of the last pool it applied. */
+size_t worker_instance_count(worker_t *self);
+uint64_t worker_pool_version(worker_t *self);
+
 #endif
