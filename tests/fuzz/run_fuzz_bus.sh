@@ -28,7 +28,7 @@ LIB_SRCS="$LIB/tide_msg.c $LIB/tide_log.c $LIB/tide_config.c $LIB/tide_hist.c \
 $LIB/tide_window.c $SRC/metrics/aggregate.c $PROTO/tide.pb-c.c"
 DEPS="$LIB_SRCS $LIB/*.h $SRC/metrics/aggregate.h $PROTO/tide.pb-c.h $FUZZ/fuzz_msg.c \
 $FUZZ/fuzz_config.c $FUZZ/msg_seeds.c $0"
-CFLAGS="-g -O1 -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -fno-omit-frame-pointer \
+CFLAGS="-g -O1 -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -fno-omit-frame-pointer \
 -fsanitize=address,undefined -fno-sanitize-recover=undefined -I$LIB -I$SRC/metrics -I$PROTO \
 $(pkg-config --cflags $PKGS)"
 LIBS="$(pkg-config --libs $PKGS) -lpthread -lm"
