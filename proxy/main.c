@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "pool.h"
@@ -26,6 +27,61 @@ static void s_hand_pool(void *arg, pool_t *pool)
     workers_t *ws = arg;
     for (int i = 0; i < ws->n; i++)
         worker_set_pool(ws->workers[i], pool);
+}
+
+/* Descriptors the proxy needs besides those of clients and upstream connections: stdio, the
+ * bus and Redis sockets, czmq's, the signal mask's; per worker its loop, listener (and the
+ * listener's spare), async, libuv's spare. */
+#define FD_FIXED      64
+#define FD_PER_WORKER 8
+
+/* Raises the soft limit of open files to the hard one, and checks what the config needs fits:
+ * one per client connection (max_connections), the idle pools (workers x
+ * upstream_idle_per_instance x scaler.max instances) and the fixed part. A client's own
+ * upstream connection, while its request is in flight, is taken from what is left: when none
+ * is left that request gets 503 (the proxy's own failure, no instance blamed). Returns 0, or
+ * -EMFILE when the config cannot fit (logged). */
+static int s_fd_limits(const tide_config_t *cfg, int nworkers)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        log_warn("cannot read the open files limit", "err=\"%s\"", strerror(errno));
+        return 0;
+    }
+    rlim_t old = rl.rlim_cur;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+            log_warn("cannot raise the open files limit", "soft=%llu hard=%llu err=\"%s\"",
+                     (unsigned long long)old, (unsigned long long)rl.rlim_max, strerror(errno));
+            rl.rlim_cur = old;
+        }
+    }
+    uint64_t idle = (uint64_t)nworkers * (uint64_t)cfg->proxy.upstream_idle_per_instance *
+                    (uint64_t)cfg->scaler.max;
+    uint64_t fixed = FD_FIXED + (uint64_t)FD_PER_WORKER * (uint64_t)nworkers;
+    uint64_t need = (uint64_t)cfg->proxy.max_connections + idle + fixed;
+    uint64_t have = rl.rlim_cur == RLIM_INFINITY ? UINT64_MAX : (uint64_t)rl.rlim_cur;
+    log_info("open files limit", "old=%llu new=%llu hard=%llu need=%llu", (unsigned long long)old,
+             (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max,
+             (unsigned long long)need);
+    if (need > have) {
+        log_error("the open files limit cannot hold proxy.max_connections",
+                  "limit=%llu need=%llu max_connections=%d idle_pools=%llu fixed=%llu "
+                  "hint=\"lower proxy.max_connections or proxy.upstream_idle_per_instance, or "
+                  "raise the hard limit (ulimit -Hn, LimitNOFILE=)\"",
+                  (unsigned long long)have, (unsigned long long)need, cfg->proxy.max_connections,
+                  (unsigned long long)idle, (unsigned long long)fixed);
+        return -EMFILE;
+    }
+    uint64_t busy = (have - need) < (uint64_t)cfg->proxy.max_connections
+                        ? have - need
+                        : (uint64_t)cfg->proxy.max_connections;
+    if (busy < (uint64_t)cfg->proxy.max_connections)
+        log_warn("not every client can have a request in flight at once",
+                 "limit=%llu in_flight_max=%llu max_connections=%d past_it=503",
+                 (unsigned long long)have, (unsigned long long)busy, cfg->proxy.max_connections);
+    return 0;
 }
 
 /* Waits up to ms for a signal in set; returns it, or 0 on timeout. */
@@ -62,6 +118,8 @@ int main(int argc, char **argv)
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         n = cpus > 0 ? (int)cpus : 1;
     }
+    if (s_fd_limits(&cfg, n) != 0)
+        return 1;
     stats_t *stats = stats_new(n);
     worker_t **workers = calloc((size_t)n, sizeof *workers);
     if (!stats || !workers) {

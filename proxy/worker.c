@@ -2,6 +2,7 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -15,9 +16,11 @@
 #include "tide_clock.h"
 #include "tide_log.h"
 
-#define SPARE_MAX      64          /* parsing buffers a worker keeps for its clients to borrow */
-#define SPARE_KEEP_MAX (32 * 1024) /* a larger one (a huge head went through) is freed */
-#define OVERFLOW_MAX   256         /* connections being told 503 at once; past it: closed */
+#define SPARE_MAX             64 /* parsing buffers a worker keeps for its clients to borrow */
+#define SPARE_KEEP_MAX        (32 * 1024) /* a larger one (a huge head went through) is freed */
+#define OVERFLOW_MAX          256         /* connections being told 503 at once; past it: closed */
+#define ACCEPT_BACKOFF_MIN_MS 100         /* out of descriptors: accepting pauses this long, */
+#define ACCEPT_BACKOFF_MAX_MS 1000        /* doubling up to this while it stays so */
 
 /* Client connections of every worker of the process, against proxy.max_connections: one
  * atomic add when a connection opens and one when it closes, never per request. */
@@ -53,6 +56,13 @@ struct worker {
     parse_bufs_t *spares[SPARE_MAX];
     int nspares;
     bool draining, listening, stopping;
+    /* Accepting paused (out of descriptors): the listener handle is closed, keep_fd (a dup of
+     * its socket) keeps the socket and its backlog, so clients wait rather than being refused;
+     * accept_timer reopens it. */
+    int keep_fd;
+    bool listener_closed;
+    int accept_backoff_ms;
+    uv_timer_t accept_timer;
     int drained; /* atomic */
     uint64_t rng;
 };
@@ -73,13 +83,22 @@ static void s_reject_now(worker_t *self, uv_stream_t *server)
     uv_close((uv_handle_t *)t, s_on_rejected_close);
 }
 
+static void s_pause_accept(worker_t *self, int status);
+
 static void s_on_connection(uv_stream_t *server, int status)
 {
     worker_t *self = server->data;
     if (status < 0) {
+        if (status == UV_EMFILE || status == UV_ENFILE) {
+            /* libuv's spare descriptor is gone too (its trick closes the queued connections
+             * while it has one): it would retry accept in a loop. */
+            s_pause_accept(self, status);
+            return;
+        }
         log_once_per_kind("accept", "accept failed", uv_strerror(status));
         return;
     }
+    self->accept_backoff_ms = 0;
     /* The listener keeps accepting: up to max_connections a connection is served, past it
      * it is told 503 and closed, rather than left waiting in the backlog. */
     bool over = __atomic_add_fetch(&s_clients_total, 1, __ATOMIC_RELAXED) > self->max_clients;
@@ -137,7 +156,64 @@ static int s_listen(worker_t *self)
         close(fd);
         return rc;
     }
+    self->keep_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0); /* -1: accepting cannot pause */
     return uv_listen((uv_stream_t *)&self->listener, 1024, s_on_connection);
+}
+
+static void s_on_listener_closed(uv_handle_t *h)
+{
+    worker_t *self = h->data;
+    self->listener_closed = true;
+}
+
+static void s_on_accept_timer(uv_timer_t *t)
+{
+    worker_t *self = t->data;
+    if (self->draining || self->keep_fd < 0)
+        return;
+    if (!self->listener_closed) {
+        uv_timer_start(&self->accept_timer, s_on_accept_timer, 10, 0);
+        return;
+    }
+    int fd = fcntl(self->keep_fd, F_DUPFD_CLOEXEC, 0);
+    int rc = fd < 0 ? -errno : uv_tcp_init(&self->loop, &self->listener);
+    if (rc == 0) {
+        self->listener.data = self;
+        self->listener_closed = false;
+        self->listening = true;
+        rc = uv_tcp_open(&self->listener, fd);
+        if (rc == 0)
+            rc = uv_listen((uv_stream_t *)&self->listener, 1024, s_on_connection);
+        if (rc != 0) {
+            self->listening = false;
+            uv_close((uv_handle_t *)&self->listener, s_on_listener_closed);
+        }
+    } else if (fd >= 0) {
+        close(fd);
+    }
+    if (rc != 0) {
+        int next = self->accept_backoff_ms * 2;
+        self->accept_backoff_ms = next > ACCEPT_BACKOFF_MAX_MS ? ACCEPT_BACKOFF_MAX_MS : next;
+        uv_timer_start(&self->accept_timer, s_on_accept_timer, (uint64_t)self->accept_backoff_ms,
+                       0);
+        return;
+    }
+    log_info("accepting again", "worker=%d", self->index);
+}
+
+/* Out of descriptors: stop accepting for a while (the backlog keeps the clients waiting). */
+static void s_pause_accept(worker_t *self, int status)
+{
+    if (!self->listening || self->keep_fd < 0 || self->draining)
+        return;
+    log_warn("accepting paused: out of file descriptors", "worker=%d err=%s backoff_ms=%d",
+             self->index, uv_err_name(status),
+             self->accept_backoff_ms ? self->accept_backoff_ms : ACCEPT_BACKOFF_MIN_MS);
+    self->listening = false;
+    uv_close((uv_handle_t *)&self->listener, s_on_listener_closed);
+    int next = self->accept_backoff_ms ? self->accept_backoff_ms * 2 : ACCEPT_BACKOFF_MIN_MS;
+    self->accept_backoff_ms = next > ACCEPT_BACKOFF_MAX_MS ? ACCEPT_BACKOFF_MAX_MS : next;
+    uv_timer_start(&self->accept_timer, s_on_accept_timer, (uint64_t)self->accept_backoff_ms, 0);
 }
 
 /* ---- pool --------------------------------------------------------------------------- */
@@ -243,6 +319,11 @@ static void s_close_listener(worker_t *self)
         self->listening = false;
         uv_close((uv_handle_t *)&self->listener, NULL);
     }
+    uv_timer_stop(&self->accept_timer);
+    if (self->keep_fd >= 0) {
+        close(self->keep_fd); /* the socket itself closes: nothing queues there any more */
+        self->keep_fd = -1;
+    }
 }
 
 static void s_on_async(uv_async_t *a)
@@ -280,6 +361,7 @@ static void s_on_async(uv_async_t *a)
             instance_shutdown(i);
         self->stopping = true;
         uv_close((uv_handle_t *)&self->sweep, NULL);
+        uv_close((uv_handle_t *)&self->accept_timer, NULL);
         timeouts_close(&self->timeouts, NULL); /* every client is closing: none is set */
         uv_close((uv_handle_t *)&self->async, NULL);
     }
@@ -334,6 +416,9 @@ worker_t *worker_new(int index, int nworkers, const tide_config_t *cfg, stats_t 
     self->async.data = self;
     uv_timer_init(&self->loop, &self->sweep);
     self->sweep.data = self;
+    uv_timer_init(&self->loop, &self->accept_timer);
+    self->accept_timer.data = self;
+    self->keep_fd = -1;
     client_timeouts_init(&self->timeouts, &self->loop, cfg);
     rc = s_listen(self);
     if (rc != 0) {
@@ -342,6 +427,7 @@ worker_t *worker_new(int index, int nworkers, const tide_config_t *cfg, stats_t 
         timeouts_close(&self->timeouts, NULL);
         uv_close((uv_handle_t *)&self->async, NULL);
         uv_close((uv_handle_t *)&self->sweep, NULL);
+        uv_close((uv_handle_t *)&self->accept_timer, NULL);
         uv_run(&self->loop, UV_RUN_DEFAULT);
         uv_loop_close(&self->loop);
         pthread_mutex_destroy(&self->mu);
