@@ -6,7 +6,8 @@
  * to have been closed by the instance) and whether it is down. An instance whose connect fails
  * is marked down: no request goes to it (unless every instance is down) and after a backoff a
  * probe (a bare TCP connect) checks it; a failed probe doubles the backoff, a successful one (or
- * any successful connect) brings it back up.
+ * any successful connect, or the entry joining the pool anew) brings it back up. Once it has
+ * left the pool and nothing points at it (instance_drained) the worker frees it.
  *
  * An upstream_conn_t carries one request at a time for one owner (a client connection): it
  * writes what the owner sends, parses the response and reports it through callbacks. When the
