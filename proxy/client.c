@@ -974,7 +974,7 @@ static int s_check_head(const http_parser *p, const hdrs_t *h, req_head_t *r)
     }
     /* 6.1: Transfer-Encoding in an HTTP/1.0 message means its framing is faulty; in 1.1,
      * chunked exactly once and last (6.3), nothing before it tide would drop (501). */
-    if (hdrs_count(h, "transfer-encoding") > 0) {
+    if (p->uses_transfer_encoding) {
         if (http10)
             return 400;
         int te = hdrs_te_check(h);

@@ -2,10 +2,12 @@
 #include "headers.h"
 
 #include <errno.h>
-#include <stdlib.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#include "syntax.h"
 
 void hdrs_init(hdrs_t *self, size_t limit)
 {
@@ -111,31 +113,23 @@ const char *hdrs_get(const hdrs_t *self, const char *name, size_t *len)
     return NULL;
 }
 
-/* RFC 9110 5.6.2: tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." / "^" /
- * "_" / "`" / "|" / "~" / DIGIT / ALPHA. */
-static bool s_tchar(unsigned char ch)
-{
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-           (ch && strchr("!#$%&'*+-.^_`|~", ch) != NULL);
-}
-
 static bool s_token(const char *name, size_t len)
 {
     if (len == 0)
         return false;
     for (size_t k = 0; k < len; k++)
-        if (!s_tchar((unsigned char)name[k]))
+        if (!http_tchar((unsigned char)name[k]))
             return false;
     return true;
 }
 
 size_t hdrs_count(const hdrs_t *self, const char *name)
 {
-    size_t n = 0;
+    size_t n = 0, want = strlen(name);
     for (size_t i = 0; i < self->n; i++) {
         size_t nl;
         const char *hn = hdrs_name(self, i, &nl);
-        n += s_is(hn, nl, name);
+        n += nl == want && strncasecmp(hn, name, nl) == 0;
     }
     return n;
 }

@@ -21,13 +21,6 @@ enum {
     S_BAD,
 };
 
-static bool s_tchar(unsigned char ch)
-{
-    if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9'))
-        return true;
-    return ch != 0 && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
-}
-
 static bool s_vchar(unsigned char ch)
 {
     return ch >= 0x21 && ch <= 0x7e;
@@ -59,6 +52,20 @@ head_rc_t head_scan(head_scan_t *self, const char *data, size_t len, size_t *use
     if (self->state == S_BAD)
         return HEAD_BAD;
     for (size_t i = 0; i < len; i++) {
+        /* The bulk of a head is names, values and the target: skip their runs of ordinary
+         * bytes at once, and switch only on the byte that ends a run. */
+        if (self->state == S_VALUE) {
+            while (i < len && (unsigned char)data[i] >= 0x20 && data[i] != 0x7f)
+                i++;
+        } else if (self->state == S_NAME || self->state == S_METHOD) {
+            while (i < len && http_tchar((unsigned char)data[i]))
+                i++;
+        } else if (self->state == S_TARGET) {
+            while (i < len && s_vchar((unsigned char)data[i]))
+                i++;
+        }
+        if (i == len)
+            break;
         unsigned char ch = (unsigned char)data[i];
         switch (self->state) {
         case S_START:
@@ -66,7 +73,7 @@ head_rc_t head_scan(head_scan_t *self, const char *data, size_t len, size_t *use
                 self->state = S_START_CR;
             else if (ch == '\n')
                 ;
-            else if (s_tchar(ch))
+            else if (http_tchar(ch))
                 self->state = S_METHOD;
             else
                 return s_bad(self, 400, "request line");
@@ -79,7 +86,7 @@ head_rc_t head_scan(head_scan_t *self, const char *data, size_t len, size_t *use
         case S_METHOD:
             if (ch == ' ')
                 self->state = S_TARGET0;
-            else if (!s_tchar(ch))
+            else if (!http_tchar(ch))
                 return s_bad(self, 400, "method");
             break;
         case S_TARGET0:
@@ -126,7 +133,7 @@ head_rc_t head_scan(head_scan_t *self, const char *data, size_t len, size_t *use
                 goto done;
             else if (ch == ' ' || ch == '\t')
                 return s_bad(self, 400, "obs-fold or whitespace before a field");
-            else if (s_tchar(ch))
+            else if (http_tchar(ch))
                 self->state = S_NAME;
             else
                 return s_bad(self, 400, "field name");
@@ -134,7 +141,7 @@ head_rc_t head_scan(head_scan_t *self, const char *data, size_t len, size_t *use
         case S_NAME:
             if (ch == ':')
                 self->state = S_VALUE;
-            else if (!s_tchar(ch))
+            else if (!http_tchar(ch))
                 return s_bad(self, 400, "field name");
             break;
         case S_VALUE:

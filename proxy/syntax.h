@@ -39,6 +39,14 @@ typedef struct {
     const char *reason;
 } head_scan_t;
 
+/* True when ch is a tchar (RFC 9110 5.6.2: ALPHA, DIGIT and !#$%&'*+-.^_`|~), the bytes of a
+ * token such as a field name. A bitmap: this runs over every byte of every field name. */
+static inline bool http_tchar(unsigned char ch)
+{
+    static const uint64_t tchars[2] = {0x03ff6cfa00000000ULL, 0x57ffffffc7fffffeULL};
+    return ch < 128 && (tchars[ch >> 6] >> (ch & 63) & 1);
+}
+
 /* Ready for the first byte of a request. */
 void head_scan_init(head_scan_t *self);
 

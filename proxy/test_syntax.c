@@ -111,6 +111,18 @@ static void test_rows(void **state)
     }
 }
 
+/* The tchar bitmap against RFC 9110 5.6.2's definition, byte by byte. */
+static void test_tchar(void **state)
+{
+    (void)state;
+    for (int ch = 0; ch < 256; ch++) {
+        bool want = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                    (ch >= '0' && ch <= '9') || (ch && strchr("!#$%&'*+-.^_`|~", ch));
+        if (http_tchar((unsigned char)ch) != want)
+            fail_msg("byte 0x%02x", ch);
+    }
+}
+
 /* The head ends at its empty line: the body and a pipelined request after it are not scanned,
  * and the next head starts clean after head_scan_init. */
 static void test_stops_at_head_end(void **state)
@@ -228,8 +240,11 @@ static void test_absolute(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_rows),        cmocka_unit_test(test_stops_at_head_end),
-        cmocka_unit_test(test_chunk_lines), cmocka_unit_test(test_host),
+        cmocka_unit_test(test_rows),
+        cmocka_unit_test(test_tchar),
+        cmocka_unit_test(test_stops_at_head_end),
+        cmocka_unit_test(test_chunk_lines),
+        cmocka_unit_test(test_host),
         cmocka_unit_test(test_absolute),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
