@@ -405,28 +405,25 @@ def victim(port, target, timeout):
         status, raw = _read_response(s, deadline)
         if not isinstance(status, int):
             return status
-        while b"\r\n\r\n" not in raw and time.monotonic() < deadline:
-            s.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                data = s.recv(65536)
-            except (socket.timeout, ConnectionError):
-                break
-            if not data:
-                break
-            raw += data
+        def more(buf, enough):
+            """buf plus what arrives until enough(buf), EOF or the deadline."""
+            while not enough(buf) and time.monotonic() < deadline:
+                s.settimeout(max(0.01, deadline - time.monotonic()))
+                try:
+                    data = s.recv(65536)
+                except (socket.timeout, ConnectionError):
+                    break
+                if not data:
+                    break
+                buf += data
+            return buf
+
+        raw = more(raw, lambda b: b"\r\n\r\n" in b)
         head, _, body = raw.partition(b"\r\n\r\n")
         m = re.search(rb"\r\ncontent-length:\s*(\d+)", head, re.I)
         want = b"answer to " + target
         n = int(m.group(1)) if m else len(want)
-        while len(body) < n and time.monotonic() < deadline:
-            s.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                data = s.recv(65536)
-            except (socket.timeout, ConnectionError):
-                break
-            if not data:
-                break
-            body += data
+        body = more(body, lambda b: len(b) >= n)
         if status == 200 and body[:n] == want:
             return None
         return "%s %r" % (status, body[:60])
