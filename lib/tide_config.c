@@ -37,6 +37,15 @@ static const centry_t s_schema[] = {
      "give up connecting to Redis after this long, then retry"},
     {"redis.command_timeout_ms", T_INT, "500", F(redis.command_timeout_ms), 10, 60000, NULL,
      "a Redis command that takes longer fails and the connection is reopened"},
+    {"redis.scaler_user", T_STR, "", F(redis.scaler_user), 0, 0, NULL,
+     "tide-scaler AUTHs as this ACL user (read-write on tide:*) after every connect; "
+     "empty: no AUTH"},
+    {"redis.scaler_password_file", T_PATH, "", F(redis.scaler_password_file), 0, 0, NULL,
+     "file holding scaler_user's password (one line; keep it 0600); required with the user"},
+    {"redis.reader_user", T_STR, "", F(redis.reader_user), 0, 0, NULL,
+     "the proxies AUTH as this read-only ACL user after every connect; empty: no AUTH"},
+    {"redis.reader_password_file", T_PATH, "", F(redis.reader_password_file), 0, 0, NULL,
+     "file holding reader_user's password (one line; keep it 0600); required with the user"},
 
     {"endpoints.stats", T_ENDPOINT, "tcp://127.0.0.1:7101", F(endpoints.stats), 0, 0, NULL,
      "ProxyStats: tide-metrics binds (SUB), every proxy connects (PUB)"},
@@ -451,6 +460,16 @@ int config_load(const char *path, tide_config_t *cfg, char *err, size_t errlen)
         return rc;
 
     /* Cross-key checks: each names the keys involved. */
+    if (cfg->redis.scaler_user[0] && !cfg->redis.scaler_password_file[0]) {
+        snprintf(err, errlen, "%s: redis.scaler_user is set but redis.scaler_password_file is not",
+                 path);
+        return -EINVAL;
+    }
+    if (cfg->redis.reader_user[0] && !cfg->redis.reader_password_file[0]) {
+        snprintf(err, errlen, "%s: redis.reader_user is set but redis.reader_password_file is not",
+                 path);
+        return -EINVAL;
+    }
     if (cfg->scaler.min > cfg->scaler.max) {
         snprintf(err, errlen, "%s: scaler.min (%d) is greater than scaler.max (%d)", path,
                  cfg->scaler.min, cfg->scaler.max);
@@ -516,8 +535,9 @@ void config_write_default(FILE *out)
         else if (e->type == T_ENUM)
             snprintf(bounds, sizeof bounds, " [%s]", e->enums);
         fprintf(out, "%s# %s%s\n", indent, e->doc, bounds);
-        bool quote = e->type == T_STR && (strchr(e->def, ' ') || strchr(e->def, ':') ||
-                                          e->def[0] == '-' || e->def[0] == '\0');
+        bool quote = (e->type == T_STR &&
+                      (strchr(e->def, ' ') || strchr(e->def, ':') || e->def[0] == '-')) ||
+                     ((e->type == T_STR || e->type == T_PATH) && e->def[0] == '\0');
         if (quote)
             fprintf(out, "%s%s: \"%s\"\n", indent, key, e->def);
         else

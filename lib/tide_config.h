@@ -27,6 +27,16 @@ typedef struct {
         int port;
         int connect_timeout_ms;
         int command_timeout_ms;
+        /* ACL users per role; a user needs its password file. Empty user and file: no AUTH;
+         * a file without a user: AUTH with the password alone (Redis's requirepass). */
+        char scaler_user[CFG_STR];
+        char scaler_password_file[CFG_PATH];
+        char reader_user[CFG_STR];
+        char reader_password_file[CFG_PATH];
+        /* Not from the file: the credentials this process AUTHs with, filled for its role by
+         * redis_auth_load (lib/tide_redis.h). Empty user and password: no AUTH. */
+        char auth_user[CFG_STR];
+        char auth_password[CFG_STR];
     } redis;
 
     struct {

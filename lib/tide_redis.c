@@ -2,10 +2,13 @@
 #include "tide_redis.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "tide_clock.h"
 #include "tide_config.h"
@@ -21,6 +24,8 @@ struct _redis_conn_t {
     char host[256];
     int port;
     int connect_timeout_ms, command_timeout_ms;
+    char user[CFG_STR];     /* "" = the default user */
+    char password[CFG_STR]; /* "" = no AUTH */
     redisContext *ctx;
     bool down_logged; /* log an outage once, not on every retry */
     /* After an attempt that failed slowly (Redis accepted nothing or answered nothing within
@@ -61,6 +66,105 @@ redis_conn_t *redis_conn_new(const char *host, int port, int connect_timeout_ms,
     return self;
 }
 
+redis_conn_t *redis_conn_from_config(const tide_config_t *cfg)
+{
+    redis_conn_t *self =
+        redis_conn_new(cfg->redis.host, cfg->redis.port, cfg->redis.connect_timeout_ms,
+                       cfg->redis.command_timeout_ms);
+    if (self)
+        redis_conn_set_auth(self, cfg->redis.auth_user, cfg->redis.auth_password);
+    return self;
+}
+
+void redis_conn_set_auth(redis_conn_t *self, const char *user, const char *password)
+{
+    snprintf(self->user, sizeof self->user, "%s", user ? user : "");
+    snprintf(self->password, sizeof self->password, "%s", password ? password : "");
+}
+
+/* Reads the one-line password in path into out. Returns 0 or a negative errno-style code
+ * with the reason in why. */
+static int s_read_password(const char *path, char *out, size_t size, const char **why)
+{
+    /* O_NONBLOCK: a FIFO in its place fails the regular-file check instead of hanging. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0) {
+        int e = errno;
+        *why = strerror(e);
+        return -e;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        *why = "not a regular file";
+        return -EINVAL;
+    }
+    /* One more byte than fits, to tell "too long" from "just fits". */
+    char buf[CFG_STR + 2];
+    size_t n = 0;
+    while (n < sizeof buf) {
+        ssize_t r = read(fd, buf + n, sizeof buf - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            int e = errno;
+            close(fd);
+            *why = strerror(e);
+            return -e;
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    close(fd);
+    if (n > 0 && buf[n - 1] == '\n')
+        n--;
+    if (n > 0 && buf[n - 1] == '\r')
+        n--;
+    int rc = -EINVAL;
+    if (n == 0)
+        *why = "empty";
+    else if (n >= size)
+        *why = "longer than tide takes a password (255 bytes)";
+    else if (memchr(buf, '\n', n) || memchr(buf, '\0', n))
+        *why = "more than one line, or a NUL byte (the password is the file's only line)";
+    else
+        rc = 0;
+    if (rc == 0) {
+        memcpy(out, buf, n);
+        out[n] = '\0';
+    }
+    explicit_bzero(buf, sizeof buf); /* no copy of a password left on the stack */
+    if (rc != 0)
+        return rc;
+    if (st.st_mode & (S_IRWXG | S_IRWXO))
+        log_warn("redis password file is open to others", "file=%s mode=%04o fix=\"chmod 600\"",
+                 path, (unsigned)(st.st_mode & 07777));
+    return 0;
+}
+
+int redis_auth_load(tide_config_t *cfg, redis_role_t role, char *err, size_t errlen)
+{
+    const bool scaler = role == REDIS_ROLE_SCALER;
+    const char *user = scaler ? cfg->redis.scaler_user : cfg->redis.reader_user;
+    const char *file = scaler ? cfg->redis.scaler_password_file : cfg->redis.reader_password_file;
+    const char *key = scaler ? "redis.scaler_password_file" : "redis.reader_password_file";
+    cfg->redis.auth_user[0] = '\0';
+    cfg->redis.auth_password[0] = '\0';
+    if (!file[0])
+        return 0; /* config_load refused a user without a file */
+    const char *why = NULL;
+    int rc = s_read_password(file, cfg->redis.auth_password, sizeof cfg->redis.auth_password, &why);
+    if (rc != 0) {
+        cfg->redis.auth_password[0] = '\0';
+        snprintf(err, errlen, "%s: %s: cannot read the Redis password from '%s': %s", cfg->path,
+                 key, file, why);
+        return rc;
+    }
+    snprintf(cfg->redis.auth_user, sizeof cfg->redis.auth_user, "%s", user);
+    return 0;
+}
+
 void redis_conn_destroy(redis_conn_t **self_p)
 {
     if (!self_p || !*self_p)
@@ -84,6 +188,39 @@ static struct timeval s_tv(int ms)
 {
     struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
     return tv;
+}
+
+/* AUTH on a fresh context. Returns 0, or -EIO (no answer) or -EACCES (refused), logged once
+ * per outage. A refusal holds further attempts off as a slow failure does. */
+static int s_auth(redis_conn_t *self, redisContext *c, uint64_t t0)
+{
+    const char *argv[3] = {"AUTH", self->user, self->password};
+    int argc = 3;
+    if (!self->user[0]) {
+        argv[1] = self->password;
+        argc = 2;
+    }
+    redisReply *r = redisCommandArgv(c, argc, argv, NULL);
+    int rc = 0;
+    if (!r || c->err) {
+        s_failed_after(self, t0, self->command_timeout_ms);
+        if (!self->down_logged)
+            log_warn("redis unreachable", "addr=%s:%d err=\"AUTH: %s\"", self->host, self->port,
+                     c->errstr[0] ? c->errstr : "no reply");
+        rc = -EIO;
+    } else if (r->type == REDIS_REPLY_ERROR) {
+        /* Not a timeout, but retrying at once would only repeat it: hold off all the same. */
+        s_failed_after(self, 0, 0);
+        if (!self->down_logged)
+            log_error("redis refused tide's credentials", "addr=%s:%d user=%s err=\"%s\"",
+                      self->host, self->port, self->user[0] ? self->user : "default", r->str);
+        rc = -EACCES;
+    }
+    if (rc != 0)
+        self->down_logged = true;
+    if (r)
+        freeReplyObject(r);
+    return rc;
 }
 
 redisContext *redis_conn_get(redis_conn_t *self)
@@ -110,6 +247,10 @@ redisContext *redis_conn_get(redis_conn_t *self)
         return NULL;
     }
     if (redisSetTimeout(c, s_tv(self->command_timeout_ms)) != REDIS_OK) {
+        redisFree(c);
+        return NULL;
+    }
+    if (self->password[0] && s_auth(self, c, t0) != 0) {
         redisFree(c);
         return NULL;
     }
