@@ -9,11 +9,14 @@
  * for 250 ms, doubling up to 4 s, returning NULL at once meanwhile, so a caller's loop is not
  * blocked for a timeout on every retry. A refused connection is retried at once.
  * With credentials (redis.*_user, redis.*_password_file) it sends AUTH after every connect, so
- * a reconnect is authenticated as the first connect was. */
+ * a reconnect is authenticated as the first connect was. With redis.sentinel it asks the
+ * Sentinels for the primary (SENTINEL get-master-addr-by-name) before every connect, so after
+ * an error or READONLY, which reset the connection, it follows a failover. */
 #ifndef TIDE_REDIS_H
 #define TIDE_REDIS_H
 
 #include <hiredis/hiredis.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -52,6 +55,11 @@ int redis_auth_load(tide_config_t *cfg, redis_role_t role, char *err, size_t err
  * connect. */
 void redis_conn_set_auth(redis_conn_t *self, const char *user, const char *password);
 
+/* With Sentinels: on, every redis_conn_get asks them which server is primary and moves there
+ * when it changed, instead of only on connect. For the writer: an old primary accepts writes
+ * until Sentinel demotes it, then drops them. Costs a Sentinel round trip per use. */
+void redis_conn_verify_primary(redis_conn_t *self, bool on);
+
 void redis_conn_destroy(redis_conn_t **self_p);
 
 /* The live context, connecting (and authenticating) first if needed. NULL when Redis cannot be
@@ -66,7 +74,8 @@ void redis_conn_reset(redis_conn_t *self);
 
 /* Runs one command (argv form, no string formatting). Returns the reply (caller frees with
  * freeReplyObject) or NULL on connection failure, in which case the connection is reset.
- * An error reply (REDIS_REPLY_ERROR) is returned as is. */
+ * An error reply (REDIS_REPLY_ERROR) is returned as is; after READONLY (a replica: the primary
+ * moved) the connection is reset too, so the next use finds the primary again. */
 redisReply *redis_conn_command(redis_conn_t *self, int argc, const char **argv);
 
 #define POOL_MAX 1024

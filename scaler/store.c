@@ -26,6 +26,8 @@ store_t *store_new(const tide_config_t *cfg)
         return NULL;
     self->cfg = cfg;
     self->conn = redis_conn_from_config(cfg);
+    if (self->conn)
+        redis_conn_verify_primary(self->conn, true); /* the writer: never to a demoted primary */
     self->addr = calloc(NAMES_MAX, sizeof *self->addr);
     if (!self->conn || !self->addr) {
         redis_conn_destroy(&self->conn);
