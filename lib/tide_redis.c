@@ -315,6 +315,8 @@ redisContext *redis_conn_get(redis_conn_t *self)
             }
         }
     }
+    t0 = clock_mono_ms(); /* a slow Sentinel is not the command's slowness */
+    self->used_ms = t0;
     if (self->ctx) {
         self->hold_ms = 0; /* it survived its last use: Redis answers */
         return self->ctx;
