@@ -11,7 +11,7 @@
 #include <unistd.h>
 #include <yaml.h>
 
-typedef enum { T_STR, T_PATH, T_INT, T_DOUBLE, T_ENUM, T_ENDPOINT, T_ADDR } ctype_t;
+typedef enum { T_STR, T_PATH, T_INT, T_DOUBLE, T_ENUM, T_ENDPOINT, T_ADDR, T_ADDRS } ctype_t;
 
 typedef struct {
     const char *name; /* "section.key" or "key" */
@@ -37,6 +37,19 @@ static const centry_t s_schema[] = {
      "give up connecting to Redis after this long, then retry"},
     {"redis.command_timeout_ms", T_INT, "500", F(redis.command_timeout_ms), 10, 60000, NULL,
      "a Redis command that takes longer fails and the connection is reopened"},
+    {"redis.sentinel", T_ADDRS, "", F(redis.sentinel), 0, 0, NULL,
+     "Sentinels that name the primary (host:port,host:port...); empty: use host and port"},
+    {"redis.sentinel_master", T_STR, "tide", F(redis.sentinel_master), 0, 0, NULL,
+     "the master name the Sentinels monitor (asked again after an error or READONLY)"},
+    {"redis.scaler_user", T_STR, "", F(redis.scaler_user), 0, 0, NULL,
+     "tide-scaler AUTHs as this ACL user (read-write on tide:*) after every connect; "
+     "empty: no AUTH"},
+    {"redis.scaler_password_file", T_PATH, "", F(redis.scaler_password_file), 0, 0, NULL,
+     "file holding scaler_user's password (one line; keep it 0600); required with the user"},
+    {"redis.reader_user", T_STR, "", F(redis.reader_user), 0, 0, NULL,
+     "the proxies AUTH as this read-only ACL user after every connect; empty: no AUTH"},
+    {"redis.reader_password_file", T_PATH, "", F(redis.reader_password_file), 0, 0, NULL,
+     "file holding reader_user's password (one line; keep it 0600); required with the user"},
 
     {"endpoints.stats", T_ENDPOINT, "tcp://127.0.0.1:7101", F(endpoints.stats), 0, 0, NULL,
      "ProxyStats: tide-metrics binds (SUB), every proxy connects (PUB)"},
@@ -258,6 +271,10 @@ static const char *s_set(const centry_t *e, tide_config_t *cfg, const char *text
             return "expected host:port with a port from 1 to 65535";
         break;
     }
+    case T_ADDRS:
+        if (config_split_addrs(text, NULL, CONFIG_ADDRS_MAX) < 0)
+            return "expected host:port[,host:port...] (at most 8), each port from 1 to 65535";
+        break;
     case T_STR:
     case T_PATH:
         break;
@@ -282,6 +299,39 @@ int config_split_addr(const char *addr, char *host, size_t hostlen, int *port)
     host[colon - addr] = '\0';
     *port = (int)p;
     return 0;
+}
+
+int config_split_addrs(const char *list, config_addr_t *out, size_t max)
+{
+    size_t n = 0;
+    const char *p = list;
+    while (*p) {
+        while (*p == ' ')
+            p++;
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        while (len > 0 && p[len - 1] == ' ')
+            len--;
+        char one[CFG_STR];
+        if (len == 0 || len >= sizeof one || n >= max)
+            return -EINVAL;
+        memcpy(one, p, len);
+        one[len] = '\0';
+        config_addr_t a;
+        if (config_split_addr(one, a.host, sizeof a.host, &a.port) != 0 ||
+            strspn(a.host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:") !=
+                strlen(a.host))
+            return -EINVAL; /* a host name, an IPv4 or IPv6 address: nothing else */
+        if (out)
+            out[n] = a;
+        n++;
+        if (!end)
+            break;
+        p = end + 1;
+        if (!*p)
+            return -EINVAL; /* a trailing comma */
+    }
+    return (int)n;
 }
 
 void config_defaults(tide_config_t *cfg)
@@ -451,6 +501,16 @@ int config_load(const char *path, tide_config_t *cfg, char *err, size_t errlen)
         return rc;
 
     /* Cross-key checks: each names the keys involved. */
+    if (cfg->redis.scaler_user[0] && !cfg->redis.scaler_password_file[0]) {
+        snprintf(err, errlen, "%s: redis.scaler_user is set but redis.scaler_password_file is not",
+                 path);
+        return -EINVAL;
+    }
+    if (cfg->redis.reader_user[0] && !cfg->redis.reader_password_file[0]) {
+        snprintf(err, errlen, "%s: redis.reader_user is set but redis.reader_password_file is not",
+                 path);
+        return -EINVAL;
+    }
     if (cfg->scaler.min > cfg->scaler.max) {
         snprintf(err, errlen, "%s: scaler.min (%d) is greater than scaler.max (%d)", path,
                  cfg->scaler.min, cfg->scaler.max);
@@ -516,8 +576,10 @@ void config_write_default(FILE *out)
         else if (e->type == T_ENUM)
             snprintf(bounds, sizeof bounds, " [%s]", e->enums);
         fprintf(out, "%s# %s%s\n", indent, e->doc, bounds);
-        bool quote = e->type == T_STR && (strchr(e->def, ' ') || strchr(e->def, ':') ||
-                                          e->def[0] == '-' || e->def[0] == '\0');
+        bool quote =
+            (e->type == T_STR &&
+             (strchr(e->def, ' ') || strchr(e->def, ':') || e->def[0] == '-')) ||
+            ((e->type == T_STR || e->type == T_PATH || e->type == T_ADDRS) && e->def[0] == '\0');
         if (quote)
             fprintf(out, "%s%s: \"%s\"\n", indent, key, e->def);
         else

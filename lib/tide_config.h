@@ -27,6 +27,18 @@ typedef struct {
         int port;
         int connect_timeout_ms;
         int command_timeout_ms;
+        char sentinel[CFG_STR];        /* "host:port,..." ("" = none): find the primary there */
+        char sentinel_master[CFG_STR]; /* the name the Sentinels monitor */
+        /* ACL users per role; a user needs its password file. Empty user and file: no AUTH;
+         * a file without a user: AUTH with the password alone (Redis's requirepass). */
+        char scaler_user[CFG_STR];
+        char scaler_password_file[CFG_PATH];
+        char reader_user[CFG_STR];
+        char reader_password_file[CFG_PATH];
+        /* Not from the file: the credentials this process AUTHs with, filled for its role by
+         * redis_auth_load (lib/tide_redis.h). Empty user and password: no AUTH. */
+        char auth_user[CFG_STR];
+        char auth_password[CFG_STR];
     } redis;
 
     struct {
@@ -149,5 +161,17 @@ void config_from_args(int argc, char **argv, const char *program, tide_config_t 
 
 /* Splits "host:port" into host and port (1..65535). Returns 0 or -EINVAL. */
 int config_split_addr(const char *addr, char *host, size_t hostlen, int *port);
+
+#define CONFIG_ADDRS_MAX 8
+
+typedef struct {
+    char host[CFG_STR];
+    int port;
+} config_addr_t;
+
+/* Splits "host:port,host:port" (spaces around entries allowed) into out (NULL: only check).
+ * Returns the number of entries (0 for ""), or -EINVAL for a bad entry, an empty one or more
+ * than max. */
+int config_split_addrs(const char *list, config_addr_t *out, size_t max);
 
 #endif

@@ -2,10 +2,13 @@
 #include "tide_redis.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "tide_clock.h"
 #include "tide_config.h"
@@ -21,6 +24,16 @@ struct _redis_conn_t {
     char host[256];
     int port;
     int connect_timeout_ms, command_timeout_ms;
+    /* With Sentinels, host and port are the primary they named last; asked again on every
+     * connect, so a reset (an error, READONLY) follows a failover. */
+    config_addr_t sentinels[CONFIG_ADDRS_MAX];
+    int n_sentinels;
+    int sentinel_first; /* the one that answered last is asked first */
+    char master[CFG_STR];
+    bool verify_primary;    /* ask the Sentinels before every use, not only on connect */
+    bool sentinel_logged;   /* verifying: their outage logged once */
+    char user[CFG_STR];     /* "" = the default user */
+    char password[CFG_STR]; /* "" = no AUTH */
     redisContext *ctx;
     bool down_logged; /* log an outage once, not on every retry */
     /* After an attempt that failed slowly (Redis accepted nothing or answered nothing within
@@ -61,6 +74,168 @@ redis_conn_t *redis_conn_new(const char *host, int port, int connect_timeout_ms,
     return self;
 }
 
+static struct timeval s_tv(int ms)
+{
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    return tv;
+}
+
+redis_conn_t *redis_conn_from_config(const tide_config_t *cfg)
+{
+    redis_conn_t *self =
+        redis_conn_new(cfg->redis.host, cfg->redis.port, cfg->redis.connect_timeout_ms,
+                       cfg->redis.command_timeout_ms);
+    if (!self)
+        return NULL;
+    redis_conn_set_auth(self, cfg->redis.auth_user, cfg->redis.auth_password);
+    /* config_load checked the list; a bad one here would be a programmer error. */
+    int n = config_split_addrs(cfg->redis.sentinel, self->sentinels, CONFIG_ADDRS_MAX);
+    self->n_sentinels = n > 0 ? n : 0;
+    snprintf(self->master, sizeof self->master, "%s", cfg->redis.sentinel_master);
+    return self;
+}
+
+/* Asks the Sentinels, the last one that answered first, for the primary's address and puts
+ * it in self->host/port. Returns 0, or -EIO when none named one, with the last one's reason in
+ * why. */
+static int s_ask_sentinels(redis_conn_t *self, char *why, size_t whylen)
+{
+    snprintf(why, whylen, "no sentinel answered");
+    for (int i = 0; i < self->n_sentinels; i++) {
+        int idx = (self->sentinel_first + i) % self->n_sentinels;
+        const config_addr_t *s = &self->sentinels[idx];
+        redisContext *c = redisConnectWithTimeout(s->host, s->port, s_tv(self->connect_timeout_ms));
+        if (!c || c->err || redisSetTimeout(c, s_tv(self->command_timeout_ms)) != REDIS_OK) {
+            snprintf(why, whylen, "%s:%d: %s", s->host, s->port, c ? c->errstr : "out of memory");
+            if (c)
+                redisFree(c);
+            continue;
+        }
+        const char *argv[] = {"SENTINEL", "get-master-addr-by-name", self->master};
+        redisReply *r = redisCommandArgv(c, 3, argv, NULL);
+        bool ok = r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+                  r->element[0]->type == REDIS_REPLY_STRING &&
+                  r->element[1]->type == REDIS_REPLY_STRING &&
+                  r->element[0]->len < sizeof self->host;
+        char *end = NULL;
+        long port = ok ? strtol(r->element[1]->str, &end, 10) : 0;
+        if (ok && *end == '\0' && port >= 1 && port <= 65535) {
+            if (strcmp(self->host, r->element[0]->str) != 0 || self->port != (int)port)
+                log_info("redis primary named by sentinel", "addr=%s:%ld sentinel=%s:%d master=%s",
+                         r->element[0]->str, port, s->host, s->port, self->master);
+            snprintf(self->host, sizeof self->host, "%s", r->element[0]->str);
+            self->port = (int)port;
+            self->sentinel_first = idx;
+            freeReplyObject(r);
+            redisFree(c);
+            return 0;
+        }
+        snprintf(why, whylen, "%s:%d: %s", s->host, s->port,
+                 !r                             ? (c->errstr[0] ? c->errstr : "no reply")
+                 : r->type == REDIS_REPLY_ERROR ? r->str
+                 : r->type == REDIS_REPLY_NIL   ? "it monitors no master of that name"
+                                                : "an answer that is not host and port");
+        if (r)
+            freeReplyObject(r);
+        redisFree(c);
+    }
+    return -EIO;
+}
+
+void redis_conn_verify_primary(redis_conn_t *self, bool on)
+{
+    self->verify_primary = on;
+}
+
+void redis_conn_set_auth(redis_conn_t *self, const char *user, const char *password)
+{
+    snprintf(self->user, sizeof self->user, "%s", user ? user : "");
+    snprintf(self->password, sizeof self->password, "%s", password ? password : "");
+}
+
+/* Reads the one-line password in path into out. Returns 0 or a negative errno-style code
+ * with the reason in why. */
+static int s_read_password(const char *path, char *out, size_t size, const char **why)
+{
+    /* O_NONBLOCK: a FIFO in its place fails the regular-file check instead of hanging. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0) {
+        int e = errno;
+        *why = strerror(e);
+        return -e;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        *why = "not a regular file";
+        return -EINVAL;
+    }
+    /* One more byte than fits, to tell "too long" from "just fits". */
+    char buf[CFG_STR + 2];
+    size_t n = 0;
+    while (n < sizeof buf) {
+        ssize_t r = read(fd, buf + n, sizeof buf - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            int e = errno;
+            close(fd);
+            *why = strerror(e);
+            return -e;
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    close(fd);
+    if (n > 0 && buf[n - 1] == '\n')
+        n--;
+    if (n > 0 && buf[n - 1] == '\r')
+        n--;
+    int rc = -EINVAL;
+    if (n == 0)
+        *why = "empty";
+    else if (n >= size)
+        *why = "longer than tide takes a password (255 bytes)";
+    else if (memchr(buf, '\n', n) || memchr(buf, '\0', n))
+        *why = "more than one line, or a NUL byte (the password is the file's only line)";
+    else
+        rc = 0;
+    if (rc == 0) {
+        memcpy(out, buf, n);
+        out[n] = '\0';
+    }
+    explicit_bzero(buf, sizeof buf); /* no copy of a password left on the stack */
+    if (rc != 0)
+        return rc;
+    if (st.st_mode & (S_IRWXG | S_IRWXO))
+        log_warn("redis password file is open to others", "file=%s mode=%04o fix=\"chmod 600\"",
+                 path, (unsigned)(st.st_mode & 07777));
+    return 0;
+}
+
+int redis_auth_load(tide_config_t *cfg, redis_role_t role, char *err, size_t errlen)
+{
+    const bool scaler = role == REDIS_ROLE_SCALER;
+    const char *user = scaler ? cfg->redis.scaler_user : cfg->redis.reader_user;
+    const char *file = scaler ? cfg->redis.scaler_password_file : cfg->redis.reader_password_file;
+    const char *key = scaler ? "redis.scaler_password_file" : "redis.reader_password_file";
+    cfg->redis.auth_user[0] = '\0';
+    cfg->redis.auth_password[0] = '\0';
+    if (!file[0])
+        return 0; /* config_load refused a user without a file */
+    const char *why = NULL;
+    int rc = s_read_password(file, cfg->redis.auth_password, sizeof cfg->redis.auth_password, &why);
+    if (rc != 0) {
+        cfg->redis.auth_password[0] = '\0';
+        snprintf(err, errlen, "%s: %s: cannot read the Redis password from '%s': %s", cfg->path,
+                 key, file, why);
+        return rc;
+    }
+    snprintf(cfg->redis.auth_user, sizeof cfg->redis.auth_user, "%s", user);
+    return 0;
+}
+
 void redis_conn_destroy(redis_conn_t **self_p)
 {
     if (!self_p || !*self_p)
@@ -80,15 +255,67 @@ void redis_conn_reset(redis_conn_t *self)
     }
 }
 
-static struct timeval s_tv(int ms)
+/* AUTH on a fresh context. Returns 0, or -EIO (no answer) or -EACCES (refused), logged once
+ * per outage. A refusal holds further attempts off as a slow failure does. */
+static int s_auth(redis_conn_t *self, redisContext *c, uint64_t t0)
 {
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-    return tv;
+    const char *argv[3] = {"AUTH", self->user, self->password};
+    int argc = 3;
+    if (!self->user[0]) {
+        argv[1] = self->password;
+        argc = 2;
+    }
+    redisReply *r = redisCommandArgv(c, argc, argv, NULL);
+    int rc = 0;
+    if (!r || c->err) {
+        s_failed_after(self, t0, self->command_timeout_ms);
+        if (!self->down_logged)
+            log_warn("redis unreachable", "addr=%s:%d err=\"AUTH: %s\"", self->host, self->port,
+                     c->errstr[0] ? c->errstr : "no reply");
+        rc = -EIO;
+    } else if (r->type == REDIS_REPLY_ERROR) {
+        /* Not a timeout, but retrying at once would only repeat it: hold off all the same. */
+        s_failed_after(self, 0, 0);
+        if (!self->down_logged)
+            log_error("redis refused tide's credentials", "addr=%s:%d user=%s err=\"%s\"",
+                      self->host, self->port, self->user[0] ? self->user : "default", r->str);
+        rc = -EACCES;
+    }
+    if (rc != 0)
+        self->down_logged = true;
+    if (r)
+        freeReplyObject(r);
+    return rc;
 }
 
 redisContext *redis_conn_get(redis_conn_t *self)
 {
     uint64_t t0 = clock_mono_ms();
+    self->used_ms = t0;
+    if (self->ctx && self->verify_primary && self->n_sentinels > 0) {
+        /* The old primary takes writes until Sentinel demotes it, and drops them then: ask
+         * which one is primary now. Sentinels that do not answer leave the connection be. */
+        char host[sizeof self->host];
+        int port = self->port;
+        snprintf(host, sizeof host, "%s", self->host);
+        char why[256];
+        if (s_ask_sentinels(self, why, sizeof why) != 0) {
+            if (!self->sentinel_logged)
+                log_warn("redis sentinels unreachable; staying on the current primary",
+                         "addr=%s:%d master=%s err=\"%s\"", self->host, self->port, self->master,
+                         why);
+            self->sentinel_logged = true;
+        } else {
+            self->sentinel_logged = false;
+            if (strcmp(host, self->host) != 0 || port != self->port) {
+                log_warn("redis primary moved", "from=%s:%d to=%s:%d", host, port, self->host,
+                         self->port);
+                redisFree(self->ctx);
+                self->ctx = NULL;
+            }
+        }
+    }
+    t0 = clock_mono_ms(); /* a slow Sentinel is not the command's slowness */
     self->used_ms = t0;
     if (self->ctx) {
         self->hold_ms = 0; /* it survived its last use: Redis answers */
@@ -96,6 +323,15 @@ redisContext *redis_conn_get(redis_conn_t *self)
     }
     if (t0 < self->hold_until_ms)
         return NULL;
+    char why[256];
+    if (self->n_sentinels > 0 && s_ask_sentinels(self, why, sizeof why) != 0) {
+        s_failed_after(self, t0, self->connect_timeout_ms);
+        if (!self->down_logged)
+            log_warn("redis unreachable", "master=%s err=\"no sentinel named the primary: %s\"",
+                     self->master, why);
+        self->down_logged = true;
+        return NULL;
+    }
     redisContext *c =
         redisConnectWithTimeout(self->host, self->port, s_tv(self->connect_timeout_ms));
     if (!c || c->err) {
@@ -110,6 +346,10 @@ redisContext *redis_conn_get(redis_conn_t *self)
         return NULL;
     }
     if (redisSetTimeout(c, s_tv(self->command_timeout_ms)) != REDIS_OK) {
+        redisFree(c);
+        return NULL;
+    }
+    if (self->password[0] && s_auth(self, c, t0) != 0) {
         redisFree(c);
         return NULL;
     }
@@ -139,6 +379,12 @@ redisReply *redis_conn_command(redis_conn_t *self, int argc, const char **argv)
         return NULL;
     }
     self->hold_ms = 0;
+    /* A replica answers writes with READONLY: the primary moved (a failover). Reconnecting
+     * asks the Sentinels again; without them it is the same address, still worth a retry. */
+    if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "READONLY", 8) == 0) {
+        log_warn("redis answered READONLY", "addr=%s:%d", self->host, self->port);
+        redis_conn_reset(self);
+    }
     return r;
 }
 

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <http_parser.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -14,6 +15,7 @@
 #include "tide_config.h"
 #include "tide_log.h"
 #include "tide_msg.h"
+#include "tide_redis.h"
 #include "worker.h"
 
 typedef struct {
@@ -98,6 +100,11 @@ int main(int argc, char **argv)
     char id[128];
     config_from_args(argc, argv, "tide-proxy", &cfg, id, sizeof id);
     log_init("proxy", LOGL_INFO);
+    char err[1024];
+    if (redis_auth_load(&cfg, REDIS_ROLE_READER, err, sizeof err) != 0) {
+        fprintf(stderr, "tide-proxy: %s\n", err);
+        return 2;
+    }
     msg_sender_t sender;
     msg_sender_init(&sender, "proxy", id);
 
@@ -151,9 +158,13 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    log_info("started", "listen=%s workers=%d stats=%s scaler_events=%s redis=%s:%d service=%s",
+    log_info("started",
+             "listen=%s workers=%d stats=%s scaler_events=%s redis=%s:%d redis_user=%s service=%s",
              cfg.proxy.listen, n, publish ? cfg.endpoints.stats : "off",
-             cfg.endpoints.scaler_events, cfg.redis.host, cfg.redis.port, cfg.service);
+             cfg.endpoints.scaler_events, cfg.redis.host, cfg.redis.port,
+             cfg.redis.auth_password[0] ? (cfg.redis.auth_user[0] ? cfg.redis.auth_user : "default")
+                                        : "none",
+             cfg.service);
 
     int sig;
     while ((sig = s_wait_signal(&sigs, -1)) == 0)

@@ -187,8 +187,7 @@ zactor_t *pool_watcher_new(const tide_config_t *cfg, pool_sink_fn *sink, void *a
     self->sink = sink;
     self->arg = arg;
     self->buf = calloc(POOL_MAX, sizeof *self->buf);
-    self->redis = redis_conn_new(cfg->redis.host, cfg->redis.port, cfg->redis.connect_timeout_ms,
-                                 cfg->redis.command_timeout_ms);
+    self->redis = redis_conn_from_config(cfg);
     if (!self->buf || !self->redis) {
         free(self->buf);
         redis_conn_destroy(&self->redis);

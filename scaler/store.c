@@ -25,8 +25,9 @@ store_t *store_new(const tide_config_t *cfg)
     if (!self)
         return NULL;
     self->cfg = cfg;
-    self->conn = redis_conn_new(cfg->redis.host, cfg->redis.port, cfg->redis.connect_timeout_ms,
-                                cfg->redis.command_timeout_ms);
+    self->conn = redis_conn_from_config(cfg);
+    if (self->conn)
+        redis_conn_verify_primary(self->conn, true); /* the writer: never to a demoted primary */
     self->addr = calloc(NAMES_MAX, sizeof *self->addr);
     if (!self->conn || !self->addr) {
         redis_conn_destroy(&self->conn);

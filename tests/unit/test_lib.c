@@ -1,4 +1,5 @@
 /* test_lib.c - unit tests of lib/: config schema, windows, histograms, message framing. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +13,7 @@
 #include "tide_config.h"
 #include "tide_hist.h"
 #include "tide_msg.h"
+#include "tide_redis.h"
 #include "tide_window.h"
 
 static char s_dir[] = "/tmp/tide-test-lib-XXXXXX";
@@ -86,6 +88,11 @@ static void test_config_errors(void **state)
         {"proxy: [1, 2\n", "YAML", ":"},
         {"- a\n- b\n", "(top)", "mapping"},
         {"scaler:\n  scale_up_rps: 10\n  scale_down_rps: 10\n", "scale_down_rps", "flap"},
+        {"redis:\n  scaler_user: tide-scaler\n", "redis.scaler_user", "scaler_password_file"},
+        {"redis:\n  reader_user: r\n", "redis.reader_user", "reader_password_file"},
+        {"redis:\n  sentinel: 127.0.0.1\n", "redis.sentinel", "host:port"},
+        {"redis:\n  sentinel: \"a:1,\"\n", "redis.sentinel", "host:port"},
+        {"redis:\n  sentinel: \"a:1;b:2\"\n", "redis.sentinel", "host:port"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         tide_config_t cfg;
@@ -103,6 +110,75 @@ static void test_config_missing_file(void **state)
     char err[512];
     assert_true(config_load("/nonexistent/tide.yml", &cfg, err, sizeof err) < 0);
     assert_non_null(strstr(err, "/nonexistent/tide.yml"));
+}
+
+static void test_config_split_addrs(void **state)
+{
+    (void)state;
+    config_addr_t a[CONFIG_ADDRS_MAX];
+    assert_int_equal(config_split_addrs("", a, CONFIG_ADDRS_MAX), 0);
+    assert_int_equal(config_split_addrs("127.0.0.1:26379", a, CONFIG_ADDRS_MAX), 1);
+    assert_string_equal(a[0].host, "127.0.0.1");
+    assert_int_equal(a[0].port, 26379);
+    assert_int_equal(config_split_addrs("s1:1, s2:2 ,::1:3", a, CONFIG_ADDRS_MAX), 3);
+    assert_string_equal(a[1].host, "s2");
+    assert_string_equal(a[2].host, "::1");
+    assert_int_equal(a[2].port, 3);
+    static const char *bad[] = {
+        "s1",         "s1:0",  "s1:1,", ",s1:1",
+        "s1:1,,s2:2", "s 1:1", "s1:x",  "a:1,b:1,c:1,d:1,e:1,f:1,g:1,h:1,i:1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (config_split_addrs(bad[i], a, CONFIG_ADDRS_MAX) != -EINVAL)
+            fail_msg("'%s' was taken", bad[i]);
+}
+
+/* A password file: its one line, with or without a newline; anything else is an error naming
+ * the key and the file. */
+static void test_redis_auth_load(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *content; /* NULL: no such file */
+        const char *want;    /* the password, or NULL for an error ... */
+        const char *why;     /* ... whose message holds this */
+    } cases[] = {
+        {"s3cret\n", "s3cret", NULL},   {"s3cret", "s3cret", NULL},
+        {"s3cret\r\n", "s3cret", NULL}, {"", NULL, "empty"},
+        {"\n", NULL, "empty"},          {"one\ntwo\n", NULL, "more than one line"},
+        {NULL, NULL, "No such file"},
+    };
+    char path[512];
+    snprintf(path, sizeof path, "%s/pw", s_dir);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        unlink(path);
+        if (cases[i].content) {
+            FILE *f = fopen(path, "w");
+            assert_non_null(f);
+            fputs(cases[i].content, f);
+            fclose(f);
+        }
+        char text[1200], err[1500] = "";
+        snprintf(text, sizeof text,
+                 "redis:\n  scaler_user: tide-scaler\n"
+                 "  scaler_password_file: %s\n",
+                 path);
+        tide_config_t cfg;
+        assert_int_equal(s_load_text(text, &cfg, err, sizeof err), 0);
+        int rc = redis_auth_load(&cfg, REDIS_ROLE_SCALER, err, sizeof err);
+        if (cases[i].want) {
+            if (rc != 0 || strcmp(cfg.redis.auth_password, cases[i].want) != 0 ||
+                strcmp(cfg.redis.auth_user, "tide-scaler") != 0)
+                fail_msg("case %zu: rc=%d password='%s' err=%s", i, rc, cfg.redis.auth_password,
+                         err);
+        } else if (rc == 0 || !strstr(err, cases[i].why) || !strstr(err, path) ||
+                   !strstr(err, "redis.scaler_password_file") || cfg.redis.auth_password[0]) {
+            fail_msg("case %zu: rc=%d err=%s", i, rc, err);
+        }
+        /* The reader's role has no file here: no AUTH, whatever the scaler's is. */
+        assert_int_equal(redis_auth_load(&cfg, REDIS_ROLE_READER, err, sizeof err), 0);
+        assert_string_equal(cfg.redis.auth_password, "");
+    }
+    unlink(path);
 }
 
 /* The generated default file loads and yields exactly the defaults. */
@@ -339,7 +415,8 @@ int main(void)
         cmocka_unit_test(test_config_long_path), cmocka_unit_test(test_config_default_roundtrip),
         cmocka_unit_test(test_window),           cmocka_unit_test(test_hist),
         cmocka_unit_test(test_msg_decode),       cmocka_unit_test(test_msg_socket),
-        cmocka_unit_test(test_msg_recv_raw),
+        cmocka_unit_test(test_msg_recv_raw),     cmocka_unit_test(test_config_split_addrs),
+        cmocka_unit_test(test_redis_auth_load),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[300];
