@@ -12,7 +12,8 @@
  *   delay MS  every job waits MS before finishing
  *   stall N   the next N scale-up/scale-down jobs are accepted but never finish: no FINISHED,
  *             RUNNING forever on status. They do not hold their instances, so a later job on
- *             the same instances is accepted (as after a real executor's deadline kill).
+ *             the same instances is accepted (as after a real executor's deadline kill). They
+ *             do count against executor.max_jobs, as RUNNING jobs.
  *   hang N    the next N requests on executor_control get no reply at all (a dead executor):
  *             the control socket is a ROUTER, so nothing is stuck; the request is not processed
  *   crash     the next scale-up/scale-down job starts its instances, then the process exits
