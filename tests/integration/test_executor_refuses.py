@@ -5,7 +5,8 @@
   scaler's next scale up makes that scale up refused (not recorded as done), and the scaler
   retries under a new id; the same LIST again gets its record and starts nothing;
 - a list entry at an address that is not the instance's own (wrong port, wrong host) is
-  neither adopted nor stopped, and never reaches the pool."""
+  neither adopted nor stopped, and never reaches the pool;
+- the scaler takes a busy refusal as any refusal: nothing recorded, retried after the backoff."""
 
 import os
 import re
@@ -16,7 +17,7 @@ import zmq
 
 from harness import pb_field, pb_header
 
-JOB_LIST, JOB_SCALE_UP, JOB_STATUS = 4, 1, 5
+JOB_LIST, JOB_STATUS = 4, 5
 
 
 # ---- ExecRequest by hand, ExecReply read by hand -------------------------------------------
@@ -262,3 +263,40 @@ def test_list_entry_not_ours_is_left_alone(make_stack):
     st.wait_until(lambda: st.instances() == 2 and len(st.pool()) == 2, 30, "scaled to 2")
     assert sorted(st.pool()) == ["production0", "production1"], st.pool()
     assert st.fake_cmd("reset") == "ok"
+
+
+# ---- the scaler takes a busy refusal in its stride ---------------------------------------------
+
+def test_scaler_retries_when_the_executor_is_busy(make_stack):
+    st = make_stack("exec_busy", max_instances=6, executor={"max_jobs": 2})
+    st.start_stack()
+    mon = st.start_monitor()
+    client = ExecClient(st.endpoint("executor_control"))
+    try:
+        # Two slow lists from someone else take both slots.
+        assert st.fake_cmd("delay 3000") == "ok"
+        for i in range(2):
+            ok, reason, _ = client.ask(JOB_LIST, "other-%d" % i)
+            assert ok, reason
+        assert st.fake_cmd("delay 0") == "ok"  # only jobs started from now on
+        t0 = time.monotonic()
+        r = st.tidectl("scale", 3)
+        assert r.returncode == 0, r.stderr
+        want = "busy: 2 jobs running, at most 2 at once (executor.max_jobs)"
+        st.wait_until(lambda: want in st.scaler.stderr(), 5,
+                      "the scaler's scale up is refused as busy")
+        # Nothing recorded meanwhile: the count and the pool stay at 1 while refused.
+        assert st.instances() == 1 and len(st.pool()) == 1, (st.instances(), st.pool())
+        st.wait_until(lambda: st.instances() == 3 and len(st.pool()) == 3, 30,
+                      "the scale up is retried once the slots are free, and succeeds")
+        print("\nscaled to 3 %.1fs after tidectl scale 3 (the lists held the slots for 3 s)" % (
+            time.monotonic() - t0))
+        assert mon.max_instances <= 3 and all(i in (1, 3) for i in mon.counts()), \
+            mon.describe()
+        for name, addr in st.pool().items():
+            assert st.instance_answers(addr, name), (name, addr)
+        assert sorted(st.fake_children()) == sorted(st.pool())
+        s = st.status()
+        assert s["state"] in ("STATE_READY", "STATE_UP"), s
+    finally:
+        client.close()
