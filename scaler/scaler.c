@@ -574,10 +574,11 @@ scaler_t *scaler_new(const tide_config_t *cfg, const char *id)
     profiler_config_t pcfg;
     profiler_config_from_tide(&pcfg, cfg);
     self->profiler = profiler_new(&pcfg);
-    char perr[400];
+    char perr[400], pq[440];
     self->placement = placement_new(cfg, perr, sizeof perr);
     if (self->placement && perr[0])
-        log_warn("only app.host is taken as an instance address in lists", "err=\"%s\"", perr);
+        log_warn("only app.host is taken as an instance address in lists", "err=%s",
+                 log_quote(pq, sizeof pq, perr));
     self->exec = exec_client_new(cfg->endpoints.executor_control, cfg->scaler.request_timeout_ms,
                                  EXEC_TRIES, &self->sender);
     if (!self->pub || !self->rep || !self->sub_metrics || !self->sub_exec || !self->store ||
