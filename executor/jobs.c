@@ -182,6 +182,58 @@ int jobs_validate(const tide_config_t *cfg, const Tide__V1__ExecRequest *req, ch
     return 0;
 }
 
+static const char *s_kind(Tide__V1__JobKind kind)
+{
+    switch (kind) {
+    case TIDE__V1__JOB_KIND__JOB_SCALE_UP:
+        return "scale up";
+    case TIDE__V1__JOB_KIND__JOB_SCALE_DOWN:
+        return "scale down";
+    case TIDE__V1__JOB_KIND__JOB_LIST:
+        return "list";
+    case TIDE__V1__JOB_KIND__JOB_PROFILE:
+        return "profile";
+    default:
+        return "other";
+    }
+}
+
+int jobs_same_request(const job_t *job, const Tide__V1__ExecRequest *req, char *reason, size_t len)
+{
+    if (req->kind != job->kind) {
+        snprintf(reason, len, "job id %s is a %s job; this request is a %s", job->id,
+                 s_kind(job->kind), s_kind(req->kind));
+        return -EEXIST;
+    }
+    bool same = req->n_instances == job->n_instances;
+    for (size_t i = 0; same && i < req->n_instances; i++) {
+        const Tide__V1__Instance *in = req->instances[i];
+        bool found = false;
+        for (size_t k = 0; k < job->n_instances && !found; k++) {
+            const job_instance_t *have = &job->instances[k];
+            found = in->name && in->host && strcmp(in->name, have->name) == 0 &&
+                    strcmp(in->host, have->host) == 0 && in->port == have->port;
+        }
+        same = found;
+    }
+    if (!same) {
+        snprintf(reason, len, "job id %s was given other instances (%zu, first %s)", job->id,
+                 job->n_instances, job->n_instances ? job->instances[0].name : "none");
+        return -EEXIST;
+    }
+    if (job->kind == TIDE__V1__JOB_KIND__JOB_PROFILE) {
+        const Tide__V1__ProfileSpec *p = req->profile;
+        uint32_t pid = p && p->reason && strcmp(p->reason, "crash") == 0 ? p->pid : 0;
+        if (!p || !p->reason || strcmp(p->reason, job->profile.reason) != 0 ||
+            p->seconds != job->profile.seconds || pid != job->profile.pid) {
+            snprintf(reason, len, "job id %s is a profile with another reason, length or pid",
+                     job->id);
+            return -EEXIST;
+        }
+    }
+    return 0;
+}
+
 /* ---- the table -------------------------------------------------------------------------- */
 
 job_t *jobs_find(jobs_t *self, const char *id)

@@ -29,8 +29,8 @@ typedef struct {
 
 typedef struct {
     job_instance_t instance;
-    bool ok;      /* the job's action succeeded for it */
-    bool running; /* running after the job (for LIST: every running instance) */
+    bool ok;             /* the job's action succeeded for it */
+    bool running;        /* running after the job (for LIST: every running instance) */
     uint32_t exited_pid; /* LIST: not running, its process exited on its own (0: not known) */
     char detail[JOB_TEXT_MAX];
 } job_result_t;
@@ -56,7 +56,7 @@ typedef struct job_t {
         char reason[16];
         uint32_t seconds;
         char detail[JOB_TEXT_MAX];
-        uint32_t pid; /* crash: the process that died */
+        uint32_t pid;            /* crash: the process that died */
         char id[JOB_ID_MAX + 1]; /* the profile's folder, once written */
     } profile;
     /* runner's own */
@@ -93,6 +93,13 @@ job_t *jobs_find(jobs_t *self, const char *id);
 /* A job still running (PENDING or RUNNING, holds_instances) that acts on instance name, or
  * NULL: one job per instance at a time. */
 job_t *jobs_busy(jobs_t *self, const char *name);
+
+/* Whether req asks for what job was asked to do: the same kind, the same instances (name,
+ * host, port; in any order) and, for a PROFILE job, the same reason, seconds and pid. Only such
+ * a request is a resend of the job (answered with its record); any other request under a known
+ * id is refused, or a LIST pre-registered under the id a scale up would use would make that
+ * scale up look done. Returns 0, or -EEXIST with the difference in reason. */
+int jobs_same_request(const job_t *job, const Tide__V1__ExecRequest *req, char *reason, size_t len);
 
 /* Adds a record for a validated request, state PENDING, started now, deadline from
  * req->deadline_ms or executor.job_deadline_ms. Evicts the oldest finished records past keep.

@@ -296,6 +296,11 @@ static void s_handle(exec_server_t *self, zmsg_t **envelope_p, const Tide__V1__E
         return;
     }
     job_t *known = jobs_find(self->jobs, req->job_id);
+    if (known && jobs_same_request(known, req, reason, sizeof reason) != 0) {
+        log_warn("job refused", "job=%s reason=%s", known->id, log_quote(q, sizeof q, reason));
+        s_reply(self, envelope_p, false, reason, NULL);
+        return;
+    }
     if (known) {
         /* A lazy-pirate resend: the same job, never a second run. */
         log_info("job resent", "job=%s state=%s", known->id, msg_job_state_name(known->state));
@@ -322,6 +327,23 @@ static void s_handle(exec_server_t *self, zmsg_t **envelope_p, const Tide__V1__E
             s_reply(self, envelope_p, false, reason, NULL);
             return;
         }
+    }
+    /* Each job is a playbook run (a process tree): a burst of requests must not become a burst
+     * of processes. A profile may not take the last slot, so profiles never keep a scale job
+     * out (the scaler runs one scale job at a time). */
+    size_t running = jobs_running(self->jobs);
+    size_t limit = (size_t)self->cfg->executor.max_jobs;
+    if (req->kind == TIDE__V1__JOB_KIND__JOB_PROFILE && limit > 1)
+        limit--;
+    if (running >= limit) {
+        snprintf(reason, sizeof reason,
+                 "busy: %zu jobs running, at most %d at once (executor.max_jobs%s)", running,
+                 self->cfg->executor.max_jobs,
+                 req->kind == TIDE__V1__JOB_KIND__JOB_PROFILE ? "; the last is kept for scaling"
+                                                              : "");
+        log_warn("job refused", "job=%s reason=%s", req->job_id, log_quote(q, sizeof q, reason));
+        s_reply(self, envelope_p, false, reason, NULL);
+        return;
     }
     job_t *job = jobs_add(self->jobs, req);
     if (!job) {

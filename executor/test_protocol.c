@@ -1,6 +1,6 @@
 /* test_protocol.c - unit tests of executor/protocol.c over inproc sockets with a stand-in
- * runner: accept, refuse, resend, busy instances, status, garbage, events, and the ROUTER
- * mode's unanswered requests. */
+ * runner: accept, refuse, resend (and a known id reused for another request), busy instances,
+ * executor.max_jobs, status, garbage, events, and the ROUTER mode's unanswered requests. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -227,6 +227,22 @@ static void test_rep_server(void **state)
     assert_int_equal(fx.started, 1);
     s_free_reply(&fx);
 
+    /* The same id for anything else is refused: another kind (a LIST under a scale up's id
+     * must not pass for it), or other instances. The job is untouched. */
+    s_send_request(&fx, TIDE__V1__JOB_KIND__JOB_LIST, "up-1", NULL, 0);
+    assert_non_null(s_await(srv, &fx, 2000));
+    assert_false(fx.reply->accepted);
+    assert_null(fx.reply->job);
+    assert_string_equal(fx.reply->reason, "job id up-1 is a scale up job; this request is a list");
+    s_free_reply(&fx);
+    s_send_request(&fx, TIDE__V1__JOB_KIND__JOB_SCALE_UP, "up-1", "production2", 9103);
+    assert_non_null(s_await(srv, &fx, 2000));
+    assert_false(fx.reply->accepted);
+    assert_non_null(strstr(fx.reply->reason, "job id up-1 was given other instances"));
+    assert_int_equal(fx.started, 1);
+    assert_int_equal(up_job->state, TIDE__V1__JOB_STATE__JOB_RUNNING);
+    s_free_reply(&fx);
+
     /* Another job on the same instance is refused while the first runs. */
     s_send_request(&fx, TIDE__V1__JOB_KIND__JOB_SCALE_DOWN, "down-1", "production1", 9102);
     assert_non_null(s_await(srv, &fx, 2000));
@@ -302,11 +318,75 @@ static void test_rep_server(void **state)
     exec_server_stats_t st;
     exec_server_stats(srv, &st);
     assert_int_equal(st.malformed, 2);
-    assert_int_equal(st.requests, 11);
+    assert_int_equal(st.requests, 13);
     zsock_destroy(&fx.client);
     zsock_destroy(&fx.sub);
     exec_server_destroy(&srv);
     assert_null(srv);
+}
+
+/* executor.max_jobs: past it a job is refused as busy, whatever its kind; a resend of a
+ * running job is still answered with its record; a profile leaves the last slot free. */
+static void test_max_jobs(void **state)
+{
+    (void)state;
+    s_config("max");
+    s_cfg.executor.max_jobs = 3;
+    fixture_t fx = {0};
+    exec_server_t *srv = exec_server_new(&s_cfg, "executor", "t", false);
+    assert_non_null(srv);
+    exec_server_set_runner(srv, s_start, NULL, &fx);
+    fx.client = zsock_new_req(s_cfg.endpoints.executor_control);
+    fx.sub = zsock_new_sub(s_cfg.endpoints.executor_events, TOPIC_EXEC_JOB);
+    job_t *first = NULL;
+    const char *ids[] = {"l1", "l2"};
+    for (int i = 0; i < 2; i++) {
+        s_send_request(&fx, TIDE__V1__JOB_KIND__JOB_LIST, ids[i], NULL, 0);
+        assert_non_null(s_await(srv, &fx, 2000));
+        assert_true(fx.reply->accepted);
+        s_free_reply(&fx);
+        if (!first)
+            first = fx.last;
+    }
+    /* Two run: a profile would take the last slot, so it is refused; a list is not. */
+    s_send_profile(&fx, "profile-1", "production1", 9102, "manual", 0);
+    assert_non_null(s_await(srv, &fx, 2000));
+    assert_false(fx.reply->accepted);
+    assert_non_null(strstr(fx.reply->reason, "busy: 2 jobs running, at most 3 at once"));
+    s_free_reply(&fx);
+    s_send_request(&fx, TIDE__V1__JOB_KIND__JOB_LIST, "l3", NULL, 0);
+    assert_non_null(s_await(srv, &fx, 2000));
+    assert_true(fx.reply->accepted);
+    s_free_reply(&fx);
+    assert_int_equal(fx.started, 3);
+    /* Full: a scale up is refused with the reason, nothing starts. */
+    s_send_request(&fx, TIDE__V1__JOB_KIND__JOB_SCALE_UP, "up-1", "production1", 9102);
+    assert_non_null(s_await(srv, &fx, 2000));
+    assert_false(fx.reply->accepted);
+    assert_string_equal(fx.reply->reason,
+                        "busy: 3 jobs running, at most 3 at once (executor.max_jobs)");
+    assert_null(fx.reply->job);
+    s_free_reply(&fx);
+    assert_int_equal(fx.started, 3);
+    /* A resend of a running job is not a new job: answered with its record. */
+    s_send_request(&fx, TIDE__V1__JOB_KIND__JOB_LIST, "l2", NULL, 0);
+    assert_non_null(s_await(srv, &fx, 2000));
+    assert_true(fx.reply->accepted);
+    assert_string_equal(fx.reply->job->job_id, "l2");
+    s_free_reply(&fx);
+    /* One ends: the refused scale up now runs under the same id. */
+    job_finish(first, TIDE__V1__JOB_STATE__JOB_SUCCEEDED, NULL);
+    exec_server_finished(srv, first);
+    s_send_request(&fx, TIDE__V1__JOB_KIND__JOB_SCALE_UP, "up-1", "production1", 9102);
+    assert_non_null(s_await(srv, &fx, 2000));
+    assert_true(fx.reply->accepted);
+    assert_int_equal(fx.reply->job->state, TIDE__V1__JOB_STATE__JOB_RUNNING);
+    s_free_reply(&fx);
+    assert_int_equal(fx.started, 4);
+    assert_int_equal(jobs_running(exec_server_jobs(srv)), 3);
+    zsock_destroy(&fx.client);
+    zsock_destroy(&fx.sub);
+    exec_server_destroy(&srv);
 }
 
 static void test_router_hang(void **state)
@@ -350,6 +430,7 @@ int main(void)
     log_init("test", LOGL_WARN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rep_server),
+        cmocka_unit_test(test_max_jobs),
         cmocka_unit_test(test_router_hang),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -187,6 +187,9 @@ static const centry_t s_schema[] = {
      NULL,
      "a scale up killed at its deadline is followed by scale_down on its instances, killed after "
      "this"},
+    {"executor.max_jobs", T_INT, "4", F(executor.max_jobs), 1, 256, NULL,
+     "jobs run at once (each an ansible-playbook), lists and profiles included; past it a "
+     "request is refused as busy (a profile never takes the last one)"},
 
     {"profiling.enabled", T_ENUM, "on", F(profiling.enabled), 0, 0, "on|off",
      "profile failing and crashing instances automatically (tidectl profile works either way)"},

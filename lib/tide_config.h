@@ -121,6 +121,7 @@ typedef struct {
         int job_deadline_ms;
         int output_tail_lines;
         int cleanup_deadline_ms; /* the scale_down after a scale up that hit its deadline */
+        int max_jobs;            /* jobs running at once; past it requests are refused busy */
     } executor;
 
     struct {

@@ -568,14 +568,18 @@ static void s_apply_recovered(fsm_t *self, const fsm_job_result_t *r, uint64_t n
     s_start_list(self, now_ms, acts);
 }
 
-/* A list job's results as two tables by instance index: running, and healthy (if running). */
-static void s_list_results(const fsm_job_result_t *r, bool *running, bool *healthy)
+/* A list job's results as tables by instance index: running, healthy (if running), and
+ * unverified (running at an address not its own). An unverified one counts as running and
+ * healthy, so a pool member it names stays where it is; the callers never adopt or stop it. */
+static void s_list_results(const fsm_job_result_t *r, bool *running, bool *healthy,
+                           bool *unverified)
 {
     for (size_t i = 0; i < r->n_results; i++) {
         const fsm_result_t *x = &r->results[i];
         if (s_valid(x->index) && x->running) {
             running[x->index] = true;
-            healthy[x->index] = x->ok;
+            healthy[x->index] = x->ok || x->unverified;
+            unverified[x->index] = x->unverified;
         }
     }
 }
@@ -601,8 +605,9 @@ static void s_apply_list(fsm_t *self, const fsm_job_result_t *r, uint64_t now_ms
                          fsm_actions_t *acts)
 {
     bool running[NAMES_MAX] = {false}, healthy[NAMES_MAX] = {false};
-    s_list_results(r, running, healthy);
-    uint32_t removed = 0, adopted = 0;
+    bool unverified[NAMES_MAX] = {false};
+    s_list_results(r, running, healthy, unverified);
+    uint32_t removed = 0, adopted = 0, alone = 0;
     for (int i = 0; i < NAMES_MAX; i++) {
         if (self->in_pool[i] && !running[i]) {
             self->in_pool[i] = false;
@@ -610,7 +615,9 @@ static void s_apply_list(fsm_t *self, const fsm_job_result_t *r, uint64_t now_ms
         }
         if (self->stopping[i] && !running[i])
             self->stopping[i] = false; /* already gone */
-        if (running[i] && !self->in_pool[i] && !self->stopping[i])
+        if (running[i] && !self->in_pool[i] && !self->stopping[i] && unverified[i])
+            alone++;
+        else if (running[i] && !self->in_pool[i] && !self->stopping[i])
             adopted += s_adopt_or_stop(self, i, healthy[i], now_ms);
     }
     s_recount(self);
@@ -622,8 +629,9 @@ static void s_apply_list(fsm_t *self, const fsm_job_result_t *r, uint64_t now_ms
     self->last_check_ms = now_ms;
     self->phase = PH_RUN;
     s_trans(self, s_stable_state(self), now_ms, acts,
-            "reconciled: %u in pool, %u removed (not running), %u adopted, %u to stop",
-            self->current, removed, adopted, s_n_stopping(self));
+            "reconciled: %u in pool, %u removed (not running), %u adopted, %u to stop, %u left "
+            "alone (listed at an address not theirs)",
+            self->current, removed, adopted, s_n_stopping(self), alone);
 }
 
 /* A health check's list: instances in the pool that do not run leave it; ones that run but do
@@ -634,7 +642,8 @@ static void s_apply_check(fsm_t *self, const fsm_job_result_t *r, uint64_t now_m
                           fsm_actions_t *acts)
 {
     bool running[NAMES_MAX] = {false}, healthy[NAMES_MAX] = {false};
-    s_list_results(r, running, healthy);
+    bool unverified[NAMES_MAX] = {false};
+    s_list_results(r, running, healthy, unverified);
     /* Under overload every instance may miss its health deadline; removing them all would turn
      * slow answers into 503s for everyone. Unhealthy-but-running instances are only removed
      * while at least one healthy one stays in the pool. */
@@ -643,9 +652,9 @@ static void s_apply_check(fsm_t *self, const fsm_job_result_t *r, uint64_t now_m
         if (self->in_pool[i] && running[i] && healthy[i])
             n_healthy++;
     uint16_t gone[NAMES_MAX], sick[NAMES_MAX];
-    uint32_t n_gone = 0, n_sick = 0, adopted = 0, strays = 0, kept_sick = 0;
+    uint32_t n_gone = 0, n_sick = 0, adopted = 0, strays = 0, kept_sick = 0, alone = 0;
     for (int i = 0; i < NAMES_MAX; i++) {
-        if (self->in_pool[i] && running[i] && healthy[i])
+        if (self->in_pool[i] && running[i] && healthy[i] && !unverified[i])
             self->checked_ok_ms[i] = now_ms;
         if (self->in_pool[i] && !running[i]) {
             self->in_pool[i] = false;
@@ -658,6 +667,8 @@ static void s_apply_check(fsm_t *self, const fsm_job_result_t *r, uint64_t now_m
             sick[n_sick++] = (uint16_t)i;
         } else if (self->stopping[i] && !running[i]) {
             self->stopping[i] = false; /* already gone */
+        } else if (running[i] && !self->in_pool[i] && !self->stopping[i] && unverified[i]) {
+            alone++;
         } else if (running[i] && !self->in_pool[i] && !self->stopping[i]) {
             if (s_adopt_or_stop(self, i, healthy[i], now_ms))
                 adopted++;
@@ -676,9 +687,10 @@ static void s_apply_check(fsm_t *self, const fsm_job_result_t *r, uint64_t now_m
     char g[128], k[128];
     s_trans(self, s_stable_state(self), now_ms, acts,
             "health check: %u in pool; not running: %s; unhealthy, to stop: %s; %u adopted, %u "
-            "strays to stop; %u unhealthy kept (none healthy)",
+            "strays to stop; %u unhealthy kept (none healthy); %u left alone (listed at an "
+            "address not theirs)",
             self->current, s_names(self, g, sizeof g, gone, n_gone),
-            s_names(self, k, sizeof k, sick, n_sick), adopted, strays, kept_sick);
+            s_names(self, k, sizeof k, sick, n_sick), adopted, strays, kept_sick, alone);
 }
 
 static void s_check_failed(fsm_t *self, const char *why, uint64_t now_ms, fsm_actions_t *acts)
@@ -843,11 +855,38 @@ void fsm_on_tick(fsm_t *self, uint64_t now_ms, bool drained, fsm_actions_t *acts
     s_evaluate(self, now_ms, acts);
 }
 
+/* Whether a record under the id of the job in flight is that job: the same kind and the
+ * instances it was sent with. An executor that lets another request take the id first (a LIST
+ * registered under the id of our scale up) would otherwise make the scale up look done. A
+ * recovered job's kind and instances are not known, so any record fits it. */
+static bool s_record_fits(const fsm_t *self, const fsm_job_result_t *r)
+{
+    if (self->busy == B_RECOVER || self->job.kind == TIDE__V1__JOB_KIND__JOB_UNKNOWN)
+        return true;
+    if (r->kind != self->job.kind)
+        return false;
+    /* The executor names a job's instances in every record; one naming none says nothing. */
+    if (r->n_instances > 0 && r->n_instances != self->job.n)
+        return false;
+    for (size_t i = 0; i < r->n_instances; i++)
+        if (!s_valid(r->instances[i]) || !s_in_job(self, r->instances[i]))
+            return false;
+    return true;
+}
+
 void fsm_on_job_result(fsm_t *self, const fsm_job_result_t *r, uint64_t now_ms, fsm_actions_t *acts)
 {
     memset(acts, 0, sizeof *acts);
     if (!self->has_job || !self->job_sent || !r->job_id || strcmp(r->job_id, self->job.id) != 0)
         return;
+    if (!s_record_fits(self, r)) {
+        char why[FSM_REASON_MAX];
+        snprintf(why, sizeof why,
+                 "the executor's job %s is a %s of %zu instances, not the %s of %u sent", r->job_id,
+                 s_kind_name(r->kind), r->n_instances, s_kind_name(self->job.kind), self->job.n);
+        fsm_on_job_error(self, r->job_id, FSM_ERR_REFUSED, why, now_ms, acts);
+        return;
+    }
     bool ok = r->state == TIDE__V1__JOB_STATE__JOB_SUCCEEDED;
     if (!ok && r->state != TIDE__V1__JOB_STATE__JOB_FAILED)
         return; /* pending or running: nothing to do yet */

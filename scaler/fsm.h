@@ -77,6 +77,10 @@ typedef struct {
     int index;
     bool ok;
     bool running;
+    /* A list reported it running at an address that is not the one tide gives it (another
+     * host or port: scaler/placement.c). Such an instance is left alone: not adopted, not
+     * stopped, and a pool member keeps its entry (at its known address). */
+    bool unverified;
 } fsm_result_t;
 
 /* A job record from the executor (exec.job FINISHED, or a status/submit reply). */
@@ -169,7 +173,9 @@ void fsm_note_errors(fsm_t *self, int index, double error_rate, uint64_t now_ms)
  * and version of fsm_draining() (false when nothing drains). */
 void fsm_on_tick(fsm_t *self, uint64_t now_ms, bool drained, fsm_actions_t *acts);
 
-/* A job record. Ignored unless it is terminal and for the job in flight. */
+/* A job record. Ignored unless it is for the job in flight. A record of another kind or
+ * other instances than the job sent (its id was already the executor's for something else) is
+ * taken as a refusal: the job never ran. Otherwise ignored until it is terminal. */
 void fsm_on_job_result(fsm_t *self, const fsm_job_result_t *r, uint64_t now_ms,
                        fsm_actions_t *acts);
 

@@ -11,6 +11,7 @@
 #include "executor_client.h"
 #include "fsm.h"
 #include "names.h"
+#include "placement.h"
 #include "profile_jobs.h"
 #include "profiler.h"
 #include "store.h"
@@ -31,6 +32,7 @@ struct _scaler_t {
     fsm_t *fsm;
     fsm_config_t fcfg;
     profiler_t *profiler;
+    placement_t *placement; /* where a list may say an instance runs */
 
     bool loaded; /* Redis read and the fsm restored */
     uint64_t next_load_ms;
@@ -309,15 +311,38 @@ static void s_on_record(scaler_t *self, const char *job_id, const Tide__V1__JobR
     }
     for (size_t i = 0; i < ni; i++)
         instances[i] = names_index(prefix, rec->instances[i]->name);
+    const fsm_job_t *cur = fsm_job(self->fsm);
+    bool ours = cur && strcmp(cur->id, job_id) == 0 &&
+                (cur->kind == rec->kind || cur->kind == TIDE__V1__JOB_KIND__JOB_UNKNOWN);
+    /* A list reports what runs, not what tide asked for: an instance it gives another host or
+     * port than tide's rule is neither adopted nor given that address in the pool. It is not
+     * stopped either: a stop acts by name, and nothing proves the entry is the instance of
+     * that name (a healthy pool member may be the one stopped). Left alone, it is logged at
+     * every list; the next list that reports it where it belongs settles it. */
+    if (ours && rec->kind == TIDE__V1__JOB_KIND__JOB_LIST) {
+        for (size_t i = 0; i < nr; i++) {
+            const Tide__V1__Instance *in = rec->results[i]->instance;
+            char why[200], q[240];
+            if (results[i].index < 0 || !results[i].running ||
+                placement_check(self->placement, results[i].index, in->host, in->port, why,
+                                sizeof why) == 0)
+                continue;
+            results[i].unverified = true;
+            log_warn("listed instance left alone: its address is not tide's for it",
+                     "job_id=%s name=%s host=%s port=%u reason=%s", job_id, in->name,
+                     log_quote(q, 80, in->host ? in->host : ""), in->port,
+                     log_quote(q + 80, sizeof q - 80, why));
+        }
+    }
     /* Where the job in flight says its instances run (the host a scale up placed each on, or
      * the list's): the pool gets these addresses. Records of other jobs change nothing. */
-    const fsm_job_t *cur = fsm_job(self->fsm);
-    if (cur && strcmp(cur->id, job_id) == 0 && rec->state == TIDE__V1__JOB_STATE__JOB_SUCCEEDED &&
+    if (ours && rec->state == TIDE__V1__JOB_STATE__JOB_SUCCEEDED &&
         (rec->kind == TIDE__V1__JOB_KIND__JOB_SCALE_UP ||
          rec->kind == TIDE__V1__JOB_KIND__JOB_LIST)) {
         for (size_t i = 0; i < nr; i++) {
             const Tide__V1__Instance *in = rec->results[i]->instance;
-            if (results[i].index < 0 || !results[i].running || !in->host || !in->host[0])
+            if (results[i].index < 0 || !results[i].running || results[i].unverified || !in->host ||
+                !in->host[0])
                 continue;
             if (store_set_addr(self->store, results[i].index, in->host, in->port) != 0)
                 log_once_per_kind("bad-instance-addr", "job record gives an unusable address",
@@ -549,10 +574,15 @@ scaler_t *scaler_new(const tide_config_t *cfg, const char *id)
     profiler_config_t pcfg;
     profiler_config_from_tide(&pcfg, cfg);
     self->profiler = profiler_new(&pcfg);
+    char perr[400], pq[440];
+    self->placement = placement_new(cfg, perr, sizeof perr);
+    if (self->placement && perr[0])
+        log_warn("only app.host is taken as an instance address in lists", "err=%s",
+                 log_quote(pq, sizeof pq, perr));
     self->exec = exec_client_new(cfg->endpoints.executor_control, cfg->scaler.request_timeout_ms,
                                  EXEC_TRIES, &self->sender);
     if (!self->pub || !self->rep || !self->sub_metrics || !self->sub_exec || !self->store ||
-        !self->drain || !self->fsm || !self->exec || !self->profiler) {
+        !self->drain || !self->fsm || !self->exec || !self->profiler || !self->placement) {
         log_error("out of memory creating the scaler", "%s", "");
         scaler_destroy(&self);
         return NULL;
@@ -603,6 +633,7 @@ void scaler_destroy(scaler_t **self_p)
     exec_client_destroy(&self->exec);
     fsm_destroy(&self->fsm);
     profiler_destroy(&self->profiler);
+    placement_destroy(&self->placement);
     drain_destroy(&self->drain);
     store_destroy(&self->store);
     zsock_destroy(&self->sub_exec);

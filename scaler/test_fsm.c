@@ -381,7 +381,7 @@ static void test_list_reconcile_table(void **state)
         free(rec);
         fsm_result_t res[8];
         for (size_t i = 0; i < lc->n_running; i++)
-            res[i] = (fsm_result_t){lc->running[i], lc->healthy[i], true};
+            res[i] = (fsm_result_t){lc->running[i], lc->healthy[i], true, false};
         fsm_job_result_t r = {.job_id = fsm_job(f)->id,
                               .kind = K_LIST,
                               .state = J_OK,
@@ -666,6 +666,77 @@ static void test_scale_up_failed_backoff_and_retry(void **state)
     fsm_destroy(&f);
 }
 
+/* A record under the id of the scale up in flight that is another job (a LIST someone
+ * registered under that id first, or other instances) never counts as the scale up done: it is
+ * a refusal, the pool is untouched and the scale up is retried under a new id. */
+static void test_record_of_another_job_is_a_refusal(void **state)
+{
+    (void)state;
+    uint64_t now;
+    fsm_t *f = s_busy_up(2, 4, &now);
+    fsm_actions_t a;
+    char first[FSM_JOB_ID_MAX];
+    snprintf(first, sizeof first, "%s", fsm_job(f)->id);
+    fsm_result_t res[] = {{0, true, true, false}, {1, true, true, false}};
+    fsm_job_result_t r = {
+        .job_id = first, .kind = K_LIST, .state = J_OK, .results = res, .n_results = 2};
+    fsm_on_job_result(f, &r, now + 100, &a);
+    assert_true(s_has_trans(&a, BUSY, UP));
+    assert_false(s_has_trans(&a, BUSY, READY));
+    assert_false(a.pool_changed);
+    assert_int_equal(fsm_current(f), 2);
+    assert_non_null(strstr(a.trans[0].reason, "is a LIST of 0 instances, not the SCALE_UP of 2"));
+    fsm_status_t st;
+    fsm_status(f, &st);
+    assert_int_equal(st.failures, 1);
+    assert_int_equal(st.n_stopping, 0); /* it never ran: nothing to stop */
+    fsm_on_tick(f, now + 1100, false, &a);
+    assert_true(a.send_job);
+    assert_string_not_equal(fsm_job(f)->id, first);
+
+    /* The right kind, other instances: the same. */
+    snprintf(first, sizeof first, "%s", fsm_job(f)->id);
+    int other[] = {5, 6};
+    fsm_job_result_t r2 = {
+        .job_id = first, .kind = K_UP, .state = J_OK, .instances = other, .n_instances = 2};
+    fsm_on_job_result(f, &r2, now + 1200, &a);
+    assert_false(s_has_trans(&a, BUSY, READY));
+    assert_int_equal(fsm_current(f), 2);
+    fsm_status(f, &st);
+    assert_int_equal(st.failures, 2);
+    fsm_destroy(&f);
+}
+
+/* A list entry at an address that is not the instance's own (scaler.c marks it unverified):
+ * not adopted, not stopped, and a pool member it names keeps its entry. */
+static void test_list_unverified_left_alone(void **state)
+{
+    (void)state;
+    fsm_config_t cfg = s_cfg();
+    fsm_t *f = fsm_new(&cfg);
+    int pool[] = {0};
+    fsm_record_t *rec = s_record(pool, 1);
+    fsm_actions_t a;
+    fsm_restore(f, rec, 1000, &a);
+    free(rec);
+    fsm_result_t res[] = {{0, true, true, true}, {1, true, true, true}, {2, true, true, false}};
+    char id[FSM_JOB_ID_MAX];
+    snprintf(id, sizeof id, "%s", fsm_job(f)->id);
+    fsm_job_result_t r = {
+        .job_id = id, .kind = K_LIST, .state = J_OK, .results = res, .n_results = 3};
+    fsm_on_job_result(f, &r, 1100, &a);
+    assert_true(fsm_in_pool(f, 0));
+    assert_false(fsm_in_pool(f, 1));
+    assert_true(fsm_in_pool(f, 2)); /* a stray at its own address is adopted as before */
+    assert_int_equal(fsm_current(f), 2);
+    fsm_status_t st;
+    fsm_status(f, &st);
+    assert_int_equal(st.n_stopping, 0);
+    assert_true(s_has_trans(&a, BUSY, UP));
+    assert_non_null(strstr(a.trans[a.n_trans - 1].reason, "1 adopted, 0 to stop, 1 left alone"));
+    fsm_destroy(&f);
+}
+
 static void test_backoff_doubles_to_max(void **state)
 {
     (void)state;
@@ -920,7 +991,8 @@ static void test_scale_down_failure_keeps_them_out(void **state)
     fsm_on_pool_written(f, 9, now);
     fsm_on_tick(f, now + 10, true, &a);
     /* the executor stopped production3 but not the others */
-    fsm_result_t res[] = {{3, true, false}, {2, false, true}, {1, false, true}};
+    fsm_result_t res[] = {
+        {3, true, false, false}, {2, false, true, false}, {1, false, true, false}};
     fsm_job_result_t r = {.job_id = fsm_job(f)->id,
                           .kind = K_DOWN,
                           .state = J_FAILED,
@@ -1468,6 +1540,8 @@ int main(void)
         cmocka_unit_test(test_stable_ignores),
         cmocka_unit_test(test_scale_up_failed_backoff_and_retry),
         cmocka_unit_test(test_backoff_doubles_to_max),
+        cmocka_unit_test(test_record_of_another_job_is_a_refusal),
+        cmocka_unit_test(test_list_unverified_left_alone),
         cmocka_unit_test(test_scale_up_deadline_polls_then_fails),
         cmocka_unit_test(test_unreachable_executor_leftovers),
         cmocka_unit_test(test_scale_down_drain_then_stop),

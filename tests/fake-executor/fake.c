@@ -12,11 +12,16 @@
  *   delay MS  every job waits MS before finishing
  *   stall N   the next N scale-up/scale-down jobs are accepted but never finish: no FINISHED,
  *             RUNNING forever on status. They do not hold their instances, so a later job on
- *             the same instances is accepted (as after a real executor's deadline kill).
+ *             the same instances is accepted (as after a real executor's deadline kill). They
+ *             do count against executor.max_jobs, as RUNNING jobs.
  *   hang N    the next N requests on executor_control get no reply at all (a dead executor):
  *             the control socket is a ROUTER, so nothing is stuck; the request is not processed
  *   crash     the next scale-up/scale-down job starts its instances, then the process exits
  *             with status 3 before FINISHED (children die with it: PR_SET_PDEATHSIG)
+ *   list-extra NAME HOST PORT
+ *             every list from now on also reports NAME running and healthy at HOST:PORT
+ *             (nothing of it runs): how a list with an entry tide never asked for looks; up to
+ *             8, each as given (the name must look like one of tide's, HOST be numeric)
  *   reset     clears every injection above
  *   stats     one line of JSON: counters (jobs_* count scale-up/scale-down jobs; lists_started
  *             the LIST jobs), the injections still armed, and the running children's names
@@ -208,6 +213,8 @@ typedef struct {
     /* injections */
     int fail_n, stall_n, hang_n, delay_ms;
     bool crash;
+    job_instance_t list_extra[8];
+    size_t n_list_extra;
     /* counters: jobs_* count scale-up and scale-down jobs only, lists apart */
     uint64_t jobs_started, jobs_succeeded, jobs_failed, jobs_stalled, lists_started, unanswered;
 } fake_t;
@@ -459,6 +466,8 @@ static void s_advance(fake_t *self, fake_job_t *fj)
                 job_add_result(job, &h->inst[i], h->ok[i], true,
                                h->ok[i] ? "healthy" : "not healthy");
         }
+        for (size_t i = 0; i < self->n_list_extra; i++)
+            job_add_result(job, &self->list_extra[i], true, true, "healthy (list-extra)");
         s_end(self, fj, true);
         return;
     }
@@ -651,6 +660,25 @@ static int s_parse_count(const char *text, int *out)
     return 0;
 }
 
+/* "list-extra NAME HOST PORT": the line is parsed as a playbook's list line would be, so the
+ * entry is one the real executor could report. */
+static void s_list_extra(fake_t *self, const char *args, char *reply, size_t len)
+{
+    char line[128];
+    job_result_t r;
+    snprintf(line, sizeof line, "%s 1", args);
+    if (self->n_list_extra == sizeof self->list_extra / sizeof self->list_extra[0]) {
+        snprintf(reply, len, "error: at most 8 list-extra entries (reset clears them)");
+        return;
+    }
+    if (jobs_parse_list_line(line, self->cfg->app.name_prefix, &r) != 0) {
+        snprintf(reply, len, "error: list-extra NAME HOST PORT (NAME %s<N>, HOST numeric)",
+                 self->cfg->app.name_prefix);
+        return;
+    }
+    self->list_extra[self->n_list_extra++] = r.instance;
+}
+
 static int s_on_control(zloop_t *loop, zsock_t *sock, void *arg)
 {
     (void)loop;
@@ -673,6 +701,9 @@ static int s_on_control(zloop_t *loop, zsock_t *sock, void *arg)
     } else if (strcmp(verb, "reset") == 0) {
         self->fail_n = self->stall_n = self->hang_n = self->delay_ms = 0;
         self->crash = false;
+        self->n_list_extra = 0;
+    } else if (strcmp(verb, "list-extra") == 0) {
+        s_list_extra(self, rest, reply, sizeof reply);
     } else if (strcmp(verb, "crash") == 0) {
         self->crash = true;
     } else if ((strcmp(verb, "fail") == 0 || strcmp(verb, "delay") == 0 ||
@@ -689,7 +720,7 @@ static int s_on_control(zloop_t *loop, zsock_t *sock, void *arg)
     } else {
         snprintf(reply, sizeof reply,
                  "error: unknown command '%.60s' (fail N, delay MS, stall N, hang N, crash, "
-                 "reset, stats)",
+                 "list-extra NAME HOST PORT, reset, stats)",
                  cmd);
     }
     if (strcmp(verb, "stats") != 0)
