@@ -31,16 +31,15 @@ def chaos(request):
     sanitizer report, or an instance outlived supervisord."""
     from chaos_stack import ChaosStack
     stack = ChaosStack()
-    failed = [False]
     try:
         stack.start()
     except BaseException:
         stack.close(failed=True)
         raise
-    stack.any_failed = failed
     yield stack
-    problems = stack.close(failed=failed[0])
-    if problems and not failed[0]:
+    failed = request.session.testsfailed > 0  # then the logs are kept (the path is printed)
+    problems = stack.close(failed=failed)
+    if problems and not failed:
         pytest.fail("teardown problems:\n" + "\n".join(problems), pytrace=False)
     elif problems:
         print("\n[chaos] teardown problems:\n" + "\n".join(problems))
