@@ -5,7 +5,8 @@ SANITIZE ?= OFF
 CMAKE_FLAGS ?=
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build run test test-unit test-integration test-tsan test-chaos clean distclean format
+.PHONY: all deps build run test test-unit test-integration test-tsan test-chaos clean distclean \
+    format
 
 # The docker driver's targets (docker-image, docker-clean, test-e2e) and RUN_SCRIPT, which
 # `make run DRIVER=docker` switches to scripts/run-tide-docker.

@@ -1,8 +1,8 @@
 """conftest.py - pytest glue for the chaos suite: one stack for the whole module (started by the
 first scenario, stopped after the last, by PID, whatever happened), the per-test time limit of
-tests/common/glue.py, and the closing table (fault, requests, failed, refused, in flight, recovery s),
-printed in the terminal summary and written to $TIDE_CHAOS_TABLE when set (ctest sets it to a
-file under the build directory, which `make test` prints)."""
+tests/common/glue.py, and the closing table (fault, requests, failed, refused, in flight,
+recovery s), printed in the terminal summary and written to $TIDE_CHAOS_TABLE when set (ctest
+sets it to a file under the build directory, which `make test` prints)."""
 
 import os
 import sys
