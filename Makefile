@@ -5,7 +5,8 @@ SANITIZE ?= OFF
 CMAKE_FLAGS ?=
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build run test test-unit test-integration test-tsan clean distclean format
+.PHONY: all deps build run test test-unit test-integration test-tsan test-chaos clean distclean \
+    format
 
 # The docker driver's targets (docker-image, docker-clean, test-e2e) and RUN_SCRIPT, which
 # `make run DRIVER=docker` switches to scripts/run-tide-docker.
@@ -26,10 +27,15 @@ build: $(BUILD_DIR)/CMakeCache.txt
 run: deps build
 	$(RUN_SCRIPT)
 
-# The whole suite: unit, integration and e2e (real Docker) tests, built with ASan+UBSan.
+# The chaos suite's table (tests/chaos), printed after ctest whether it passed or not.
+CHAOS_TABLE = build-test/tests/chaos/chaos-table.txt
+
+# The whole suite: unit, integration, chaos and e2e (real Docker) tests, built with ASan+UBSan.
 test: deps
 	$(MAKE) build BUILD_DIR=build-test SANITIZE=ON
-	cd build-test && ctest --output-on-failure --timeout 600 $(CTEST_ARGS)
+	rm -f $(CHAOS_TABLE)
+	cd build-test && ctest --output-on-failure --timeout 600 $(CTEST_ARGS); \
+	    rc=$$?; [ ! -f ../$(CHAOS_TABLE) ] || cat ../$(CHAOS_TABLE); exit $$rc
 
 test-unit: deps
 	$(MAKE) build BUILD_DIR=build-test SANITIZE=ON
@@ -38,6 +44,13 @@ test-unit: deps
 test-integration: deps
 	$(MAKE) build BUILD_DIR=build-test SANITIZE=ON
 	cd build-test && ctest --output-on-failure -L integration $(CTEST_ARGS)
+
+# Faults injected one at a time into a supervised stack under load (about 3 minutes).
+test-chaos: deps
+	$(MAKE) build BUILD_DIR=build-test SANITIZE=ON
+	rm -f $(CHAOS_TABLE)
+	cd build-test && ctest --output-on-failure -L chaos $(CTEST_ARGS); \
+	    rc=$$?; [ ! -f ../$(CHAOS_TABLE) ] || cat ../$(CHAOS_TABLE); exit $$rc
 
 # The proxy under ThreadSanitizer. build-test is only (re)configured, so ctest knows the label's
 # tests: they build their own TSan tree (build-test/tsan) and run nothing of the ASan one.

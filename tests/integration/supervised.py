@@ -1,7 +1,7 @@
 """supervised.py - a private supervisord for the process driver's tests: its config in the
 stack's temp dir, whose [include] holds the programs the process driver writes (as
 deploy/supervisord.conf does), its process (a harness Proc, stopped by the stack's teardown)
-and supervisorctl against it."""
+and supervisorctl against it. tests/chaos adds the tide daemons as programs of its own."""
 
 import os
 import subprocess
@@ -25,7 +25,7 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 
 [supervisorctl]
 serverurl=unix://{tmp}/supervisor.sock
-
+{extra}
 [include]
 files = {programs}/*.conf
 """
@@ -35,7 +35,8 @@ class Supervisor:
     """The test's supervisord: its config, its process (a harness Proc, so the stack's teardown
     sends it SIGTERM after the executor) and supervisorctl against it."""
 
-    def __init__(self, st):
+    def __init__(self, st, extra=""):
+        """extra: more sections for supervisord.conf (tests/chaos runs the daemons there)."""
         self.st = st
         self.state_dir = st.cfg["executor"]["state_dir"]
         self.programs_dir = os.path.join(self.state_dir, "programs")
@@ -43,7 +44,7 @@ class Supervisor:
         self.conf = os.path.join(st.tmp, "supervisord.conf")
         os.makedirs(self.programs_dir, exist_ok=True)
         with open(self.conf, "w") as f:
-            f.write(SUPERVISORD_CONF.format(tmp=st.tmp, programs=self.programs_dir))
+            f.write(SUPERVISORD_CONF.format(tmp=st.tmp, programs=self.programs_dir, extra=extra))
         self.proc = None
 
     def start(self):
