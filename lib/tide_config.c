@@ -148,6 +148,9 @@ static const centry_t s_schema[] = {
      "scale down stops an instance when the proxies report it drained, or after this long"},
     {"scaler.request_timeout_ms", T_INT, "2000", F(scaler.request_timeout_ms), 50, 600000, NULL,
      "an executor request unanswered this long is retried on a new socket"},
+    {"scaler.lease_ms", T_INT, "3000", F(scaler.lease_ms), 300, 60000, NULL,
+     "the leader's lease in Redis runs out this long after its last renewal (every third of "
+     "it); a standby then takes over"},
     {"scaler.reconcile", T_ENUM, "adopt", F(scaler.reconcile), 0, 0, "adopt|stop",
      "on start, instances running but not in the pool are adopted or stopped"},
     {"scaler.health_check_interval_s", T_INT, "60", F(scaler.health_check_interval_s), 0, 86400,

@@ -97,6 +97,7 @@ typedef struct {
         int request_timeout_ms;      /* lazy pirate: executor REQ timeout */
         char reconcile[8];           /* "adopt" or "stop": instances running but not in the pool */
         int health_check_interval_s; /* a list this often while steady; 0 = only on errors */
+        int lease_ms;                /* the leader's lease in Redis (scaler/lease.h) */
     } scaler;
 
     struct {

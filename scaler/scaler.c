@@ -10,6 +10,7 @@
 #include "drain.h"
 #include "executor_client.h"
 #include "fsm.h"
+#include "lease.h"
 #include "names.h"
 #include "profile_jobs.h"
 #include "profiler.h"
@@ -27,6 +28,9 @@ struct _scaler_t {
     zsock_t *pub, *rep, *sub_metrics, *sub_exec;
     exec_client_t *exec;
     store_t *store;
+    lease_t *lease;
+    char id[128];
+    bool step_down; /* a write was refused by the fencing: become standby after this turn */
     drain_t *drain;
     fsm_t *fsm;
     fsm_config_t fcfg;
@@ -212,6 +216,16 @@ static void s_persist(scaler_t *self, uint64_t now_ms)
     uint64_t since_wall = (uint64_t)((int64_t)rec->since_ms + s_wall_offset());
     uint64_t version = rec->pool_version;
     int rc = store_write(self->store, rec, self->pool_dirty, since_wall, &version);
+    if (rc == -EPERM) {
+        /* Another scaler leads (this one hung past its lease, or Redis was handed to it):
+         * nothing was written, and nothing this fsm decided may reach the world. */
+        if (lease_leading(self->lease))
+            lease_lost(self->lease);
+        store_set_fence(self->store, NULL);
+        self->step_down = true;
+        free(rec);
+        return;
+    }
     if (rc != 0) {
         if (!self->store_down_logged)
             log_warn("state not persisted; retrying", "pool_change=%d send_pending=%d",
@@ -369,6 +383,10 @@ static void s_on_exec_result(scaler_t *self, exec_result_t *res, uint64_t now_ms
         exec_result_free(res);
         return;
     }
+    if (!self->loaded) {
+        exec_result_free(res); /* standby: the leader asks about its own jobs */
+        return;
+    }
     bool status = res->kind == TIDE__V1__JOB_KIND__JOB_STATUS;
     if (!res->reply) {
         if (status)
@@ -435,12 +453,17 @@ static void s_on_exec_event(scaler_t *self, uint64_t now_ms)
 
 static void s_on_control(scaler_t *self, uint64_t now_ms)
 {
+    char standby[256];
+    if (!lease_leading(self->lease))
+        snprintf(standby, sizeof standby, "standby: %s%s",
+                 lease_holder(self->lease)[0] ? "the leader is " : "no leader yet",
+                 lease_holder(self->lease));
     control_ctx_t ctx = {
         .cfg = self->cfg,
         .store = self->store,
         .sender = &self->sender,
         .wall_offset_ms = s_wall_offset(),
-        .not_ready = "starting: waiting for Redis",
+        .not_ready = lease_leading(self->lease) ? "starting: waiting for Redis" : standby,
         .profile = s_profile_manual,
         .profile_arg = self,
     };
@@ -488,6 +511,8 @@ static void s_try_load(scaler_t *self, uint64_t now_ms)
 
 static void s_tick(scaler_t *self, uint64_t now_ms)
 {
+    if (!lease_leading(self->lease))
+        return;
     if (!self->loaded) {
         s_try_load(self, now_ms);
         return;
@@ -518,10 +543,11 @@ static void s_tick(scaler_t *self, uint64_t now_ms)
 
 /* ---- life ----------------------------------------------------------------------------------- */
 
-/* Job ids must be unique across restarts and usable as file names by the executor. */
-static void s_job_prefix(char *buf, size_t size, const char *id)
+/* Job ids must be unique across restarts and leaderships (a new fsm counts from 1 again) and
+ * usable as file names by the executor. */
+static void s_job_prefix(char *buf, size_t size, const char *id, uint64_t epoch)
 {
-    snprintf(buf, size, "scaler-%.60s-%" PRIu64, id, clock_wall_ms());
+    snprintf(buf, size, "scaler-%.60s-%" PRIu64 "-e%" PRIu64, id, clock_wall_ms(), epoch);
     for (char *p = buf; *p; p++)
         if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
               *p == '-' || *p == '_' || *p == '.'))
@@ -535,8 +561,9 @@ scaler_t *scaler_new(const tide_config_t *cfg, const char *id)
         return NULL;
     self->cfg = cfg;
     msg_sender_init(&self->sender, "scaler", id);
+    snprintf(self->id, sizeof self->id, "%s", id);
     char prefix[96];
-    s_job_prefix(prefix, sizeof prefix, id);
+    s_job_prefix(prefix, sizeof prefix, id, 0);
     fsm_config_from_tide(&self->fcfg, cfg, prefix);
 
     self->pub = zsock_new(ZMQ_PUB);
@@ -544,6 +571,7 @@ scaler_t *scaler_new(const tide_config_t *cfg, const char *id)
     self->sub_metrics = zsock_new(ZMQ_SUB);
     self->sub_exec = zsock_new(ZMQ_SUB);
     self->store = store_new(cfg);
+    self->lease = lease_new(cfg, id);
     self->drain = drain_new((uint64_t)cfg->metrics.stale_after_ms);
     self->fsm = fsm_new(&self->fcfg);
     profiler_config_t pcfg;
@@ -552,7 +580,7 @@ scaler_t *scaler_new(const tide_config_t *cfg, const char *id)
     self->exec = exec_client_new(cfg->endpoints.executor_control, cfg->scaler.request_timeout_ms,
                                  EXEC_TRIES, &self->sender);
     if (!self->pub || !self->rep || !self->sub_metrics || !self->sub_exec || !self->store ||
-        !self->drain || !self->fsm || !self->exec || !self->profiler) {
+        !self->lease || !self->drain || !self->fsm || !self->exec || !self->profiler) {
         log_error("out of memory creating the scaler", "%s", "");
         scaler_destroy(&self);
         return NULL;
@@ -587,11 +615,11 @@ scaler_t *scaler_new(const tide_config_t *cfg, const char *id)
     zsock_set_subscribe(self->sub_exec, TOPIC_EXEC_JOB);
     log_info("started",
              "id=%s policy=%s pub=%s rep=%s metrics=%s executor_events=%s executor_control=%s "
-             "redis=%s:%d service=%s job_prefix=%s",
+             "redis=%s:%d service=%s lease_ms=%d",
              id, cfg->scaler.policy, cfg->endpoints.scaler_events, cfg->endpoints.scaler_control,
              cfg->endpoints.metrics, cfg->endpoints.executor_events,
              cfg->endpoints.executor_control, cfg->redis.host, cfg->redis.port, cfg->service,
-             prefix);
+             cfg->scaler.lease_ms);
     return self;
 }
 
@@ -605,12 +633,110 @@ void scaler_destroy(scaler_t **self_p)
     profiler_destroy(&self->profiler);
     drain_destroy(&self->drain);
     store_destroy(&self->store);
+    lease_destroy(&self->lease);
     zsock_destroy(&self->sub_exec);
     zsock_destroy(&self->sub_metrics);
     zsock_destroy(&self->rep);
     zsock_destroy(&self->pub);
     free(self);
     *self_p = NULL;
+}
+
+/* ---- leadership ----------------------------------------------------------------------------- */
+
+/* A fresh fsm (it does nothing until fsm_restore) with job ids no earlier fsm used, and a fresh
+ * executor client, so no reply or retry of the old one reaches the new fsm. 0, or -ENOMEM. */
+static int s_fresh_fsm(scaler_t *self)
+{
+    char prefix[96];
+    s_job_prefix(prefix, sizeof prefix, self->id, lease_epoch(self->lease));
+    fsm_config_from_tide(&self->fcfg, self->cfg, prefix);
+    fsm_destroy(&self->fsm);
+    exec_client_destroy(&self->exec);
+    self->fsm = fsm_new(&self->fcfg);
+    self->exec = exec_client_new(self->cfg->endpoints.executor_control,
+                                 self->cfg->scaler.request_timeout_ms, EXEC_TRIES, &self->sender);
+    self->store_dirty = self->pool_dirty = self->send_pending = false;
+    self->store_down_logged = false;
+    self->pub_n_stopping = 0;
+    if (!self->fsm || !self->exec) {
+        log_error("out of memory renewing the state machine", "%s", "");
+        return -ENOMEM;
+    }
+    log_info("job ids", "job_prefix=%s", prefix);
+    return 0;
+}
+
+/* Standby: forget everything decided (the new leader reads Redis and asks the executor). */
+static int s_become_standby(scaler_t *self)
+{
+    self->step_down = false;
+    self->loaded = false;
+    store_set_fence(self->store, NULL);
+    log_info("standby", "id=%s leader=\"%s\"", self->id, lease_holder(self->lease));
+    return s_fresh_fsm(self);
+}
+
+/* Leading from now on: read Redis and reconcile as a restarted scaler does, the job in flight
+ * included (asked about by its id). */
+static int s_become_leader(scaler_t *self, uint64_t now_ms)
+{
+    store_set_fence(self->store, lease_fence(self->lease));
+    store_note_version(self->store, lease_seen_version(self->lease));
+    int rc = s_fresh_fsm(self);
+    self->loaded = false;
+    self->next_load_ms = 0;
+    self->load_tries = 0;
+    if (rc == 0)
+        s_try_load(self, now_ms);
+    return rc;
+}
+
+/* Redis lost tide's data while this scaler led: restore the fsm from what it knows (as if read
+ * back), which confirms it with a list (or asks about the job in flight), and rewrite count,
+ * pool and state at once, the pool version above every one known. */
+static int s_rewrite_after_wipe(scaler_t *self, uint64_t now_ms)
+{
+    store_set_fence(self->store, lease_fence(self->lease));
+    if (!self->loaded)
+        return s_become_leader(self, now_ms);
+    fsm_record_t *rec = malloc(sizeof *rec);
+    if (!rec)
+        return -ENOMEM;
+    fsm_record(self->fsm, rec);
+    if (store_version_floor(self->store) > rec->pool_version)
+        rec->pool_version = store_version_floor(self->store);
+    int rc = s_fresh_fsm(self);
+    if (rc == 0) {
+        fsm_actions_t acts;
+        fsm_restore(self->fsm, rec, now_ms, &acts);
+        acts.pool_changed = true; /* the pool is gone from Redis: write it whatever changed */
+        log_info("rewriting Redis from memory", "pool=%u current=%u state=%s job_id=%s",
+                 rec->n_pool, rec->current, msg_state_name(rec->state),
+                 rec->job_id[0] ? rec->job_id : "-");
+        s_apply(self, &acts, now_ms);
+    }
+    free(rec);
+    return rc;
+}
+
+/* The lease first, each loop turn: after a hang the renewal is overdue, so a scaler that lost
+ * its lease learns it before it handles anything that woke it. */
+static int s_lease(scaler_t *self, uint64_t now_ms)
+{
+    if (self->step_down)
+        return s_become_standby(self);
+    switch (lease_step(self->lease, now_ms)) {
+    case LEASE_ACQUIRED:
+        return s_become_leader(self, now_ms);
+    case LEASE_LOST:
+        return s_become_standby(self);
+    case LEASE_WIPED:
+        return s_rewrite_after_wipe(self, now_ms);
+    case LEASE_NONE:
+        break;
+    }
+    return 0;
 }
 
 int scaler_run(scaler_t *self)
@@ -646,6 +772,8 @@ int scaler_run(scaler_t *self)
             return -EIO;
         }
         now = clock_mono_ms();
+        if (s_lease(self, now) != 0)
+            return -ENOMEM;
         /* Drain each readable socket in bounded bursts so one flood cannot starve the rest. */
         for (int k = 0; k < 64 && (items[0].revents & ZMQ_POLLIN); k++) {
             s_on_metrics(self, now);
@@ -671,6 +799,8 @@ int scaler_run(scaler_t *self)
             self->next_tick_ms = now + (uint64_t)tick;
             s_tick(self, now);
         }
+        if (self->step_down && s_become_standby(self) != 0)
+            return -ENOMEM;
     }
     log_info("stopping", "reason=signal loaded=%d", self->loaded);
     return 0;
