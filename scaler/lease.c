@@ -13,7 +13,7 @@
 /* Renew (leader). KEYS: leader, epoch. ARGV: id, epoch, ttl ms.
  * {1, epoch}: renewed (also when it had just run out and nobody took it: the epoch is still
  * ours, so no other scaler wrote since). {2, new epoch}: the epoch key is gone or below ours,
- * so Redis lost data; taken again under a new epoch. {0, epoch}: another scaler leads. */
+ * so Redis lost data; taken again under a new epoch. {0, epoch, holder}: another one leads. */
 static const char *s_renew_lua =
     "local me = ARGV[1] .. ' ' .. ARGV[2]\n"
     "local mine = tonumber(ARGV[2])\n"
@@ -29,7 +29,7 @@ static const char *s_renew_lua =
     "  redis.call('SET', KEYS[1], me, 'PX', ARGV[3])\n"
     "  return {1, mine}\n"
     "end\n"
-    "return {0, ep}\n";
+    "return {0, ep or 0, cur or ''}\n";
 
 /* Acquire (standby). KEYS: leader, epoch, pool_version. ARGV: id, ttl ms, highest epoch seen,
  * "1" to take an empty Redis (no epoch key). {epoch, '', pool_version}: taken; {0, holder,
@@ -122,6 +122,8 @@ void lease_lost(lease_t *self)
         return;
     log_warn("lease lost: stepping down to standby", "id=%s epoch=%" PRIu64, self->id, self->epoch);
     self->leading = false;
+    if (strcmp(self->holder, self->fence) == 0)
+        self->holder[0] = '\0'; /* not known until the next look at Redis */
     self->fence[0] = '\0';
     self->next_ms = 0;
 }
@@ -194,6 +196,9 @@ static lease_event_t s_renew(lease_t *self, uint64_t now_ms)
         }
         return LEASE_NONE;
     }
+    char holder[sizeof self->holder] = "";
+    if (r->elements > 2 && r->element[2]->type == REDIS_REPLY_STRING)
+        snprintf(holder, sizeof holder, "%s", r->element[2]->str);
     freeReplyObject(r);
     if (code == 1) {
         self->valid_until_ms = now_ms + (uint64_t)self->cfg->scaler.lease_ms;
@@ -208,9 +213,10 @@ static lease_event_t s_renew(lease_t *self, uint64_t now_ms)
     }
     if (ep > 0 && (uint64_t)ep > self->seen_epoch)
         self->seen_epoch = (uint64_t)ep;
-    log_warn("another scaler holds the lease", "id=%s epoch=%" PRIu64 " their_epoch=%lld", self->id,
-             self->epoch, ep);
+    log_warn("another scaler holds the lease", "id=%s epoch=%" PRIu64 " leader=\"%s\"", self->id,
+             self->epoch, holder);
     lease_lost(self);
+    snprintf(self->holder, sizeof self->holder, "%s", holder);
     return LEASE_LOST;
 }
 
