@@ -152,10 +152,15 @@ static void s_watcher(zsock_t *pipe, void *arg)
     if (sub) {
         msg_socket_limits(sub);
         zsock_set_subscribe(sub, TOPIC_SCALER_POOL);
-        if (zsock_connect(sub, "%s", cfg->endpoints.scaler_events) != 0) {
-            log_error("cannot connect to scaler events; polling Redis only", "endpoint=%s",
-                      cfg->endpoints.scaler_events);
-            zsock_destroy(&sub);
+        /* Every scaler's events (config scalers:): whichever leads is heard. */
+        const char *events[CFG_SCALERS_MAX];
+        size_t n = config_scaler_list(cfg, true, events);
+        for (size_t i = 0; i < n && sub; i++) {
+            if (zsock_connect(sub, "%s", events[i]) != 0) {
+                log_error("cannot connect to scaler events; polling Redis only", "endpoint=%s",
+                          events[i]);
+                zsock_destroy(&sub);
+            }
         }
     }
     s_read(self, "start");

@@ -591,15 +591,24 @@ scaler_t *scaler_new(const tide_config_t *cfg, const char *id)
     msg_socket_limits(self->rep);
     msg_socket_limits(self->sub_metrics);
     msg_socket_limits(self->sub_exec);
-    if (zsock_bind(self->pub, "%s", cfg->endpoints.scaler_events) < 0) {
-        log_error("cannot bind", "endpoint=%s key=endpoints.scaler_events err=\"%s\"",
-                  cfg->endpoints.scaler_events, zmq_strerror(zmq_errno()));
+    const char *control, *events;
+    if (config_scaler_endpoints(cfg, id, &control, &events) != 0) {
+        log_error("this scaler's id is not in the config's scalers list", "id=%s path=%s", id,
+                  cfg->path);
         scaler_destroy(&self);
         return NULL;
     }
-    if (zsock_bind(self->rep, "%s", cfg->endpoints.scaler_control) < 0) {
-        log_error("cannot bind", "endpoint=%s key=endpoints.scaler_control err=\"%s\"",
-                  cfg->endpoints.scaler_control, zmq_strerror(zmq_errno()));
+    if (zsock_bind(self->pub, "%s", events) < 0) {
+        log_error("cannot bind", "endpoint=%s key=%s err=\"%s\"", events,
+                  cfg->n_scalers ? "scalers[].events" : "endpoints.scaler_events",
+                  zmq_strerror(zmq_errno()));
+        scaler_destroy(&self);
+        return NULL;
+    }
+    if (zsock_bind(self->rep, "%s", control) < 0) {
+        log_error("cannot bind", "endpoint=%s key=%s err=\"%s\"", control,
+                  cfg->n_scalers ? "scalers[].control" : "endpoints.scaler_control",
+                  zmq_strerror(zmq_errno()));
         scaler_destroy(&self);
         return NULL;
     }
@@ -616,10 +625,9 @@ scaler_t *scaler_new(const tide_config_t *cfg, const char *id)
     log_info("started",
              "id=%s policy=%s pub=%s rep=%s metrics=%s executor_events=%s executor_control=%s "
              "redis=%s:%d service=%s lease_ms=%d",
-             id, cfg->scaler.policy, cfg->endpoints.scaler_events, cfg->endpoints.scaler_control,
-             cfg->endpoints.metrics, cfg->endpoints.executor_events,
-             cfg->endpoints.executor_control, cfg->redis.host, cfg->redis.port, cfg->service,
-             cfg->scaler.lease_ms);
+             id, cfg->scaler.policy, events, control, cfg->endpoints.metrics,
+             cfg->endpoints.executor_events, cfg->endpoints.executor_control, cfg->redis.host,
+             cfg->redis.port, cfg->service, cfg->scaler.lease_ms);
     return self;
 }
 

@@ -5,8 +5,8 @@ orphan instance) and goes on scaling; the hung one, woken, writes nothing and is
 FLUSHALL while running is repaired within 2 s from the leader's memory, with a pool version
 above the one before, and a proxy started afterwards routes.
 
-Each scaler has its own control and events endpoints (a second config file that differs in
-those two only); tidectl reaches the standby through its file."""
+The scalers are listed in the config (`scalers:`, each with its own control and events
+endpoints): tidectl, the proxy and tide-metrics use the list, so they reach whichever leads."""
 
 import copy
 import json
@@ -14,7 +14,7 @@ import os
 import signal
 import time
 
-from harness import binary, free_port, http_get, write_yaml
+from harness import RawYaml, binary, free_port, http_get, write_yaml
 
 
 def get_status(port):
@@ -24,15 +24,27 @@ def get_status(port):
         return None
 
 
-def second_scaler(st, name="scaler-b"):
-    """Starts a second tide-scaler with its own id and control/events endpoints; returns (proc,
-    config path)."""
-    cfg = copy.deepcopy(st.cfg)
-    cfg["endpoints"]["scaler_events"] = "tcp://127.0.0.1:%d" % free_port()
-    cfg["endpoints"]["scaler_control"] = "tcp://127.0.0.1:%d" % free_port()
-    path = os.path.join(st.tmp, "tide-%s.yml" % name)
-    write_yaml(path, cfg)
-    proc = st.start(name, [binary("tide-scaler"), "-c", path, "--id", name])
+def scalers_entry(sid, control, events):
+    return '{id: "%s", control: "%s", events: "%s"}' % (sid, control, events)
+
+
+def two_scalers(st):
+    """Configures a `scalers:` list of two (the harness's scaler, "scaler-<name>", on the
+    stack's endpoints; "scaler-b" on two more ports), starts the stack and scaler-b; returns
+    (scaler-b's proc, a tidectl config that reaches scaler-b alone). Proxies, tide-metrics and
+    tidectl use the list."""
+    a = scalers_entry("scaler-%s" % st.name, st.endpoint("scaler_control"),
+                      st.endpoint("scaler_events"))
+    b = scalers_entry("scaler-b", "tcp://127.0.0.1:%d" % free_port(),
+                      "tcp://127.0.0.1:%d" % free_port())
+    st.cfg["scalers"] = RawYaml("[%s, %s]" % (a, b))
+    st.write_config()
+    st.start_stack()
+    proc = st.start("scaler-b", [binary("tide-scaler"), "-c", st.config_path, "--id", "scaler-b"])
+    only_b = copy.deepcopy(st.cfg)
+    only_b["scalers"] = RawYaml("[%s]" % b)
+    path = os.path.join(st.tmp, "tidectl-b.yml")
+    write_yaml(path, only_b)
     return proc, path
 
 
@@ -70,13 +82,14 @@ def assert_no_orphan(st, count):
 
 def test_kill_leader_standby_takes_the_job_over(make_stack):
     st = make_stack("lease_kill", max_instances=6)
-    st.start_stack()
-    b, b_cfg = second_scaler(st)
+    b, b_only = two_scalers(st)
     st.wait_until(lambda: "another scaler leads" in b.stderr(), 10,
                   "scaler-b says it is standby")
     assert leader(st).startswith("scaler-lease_kill "), leader(st)
-    s, err = status_via(st, b_cfg)
+    s, err = status_via(st, b_only)
     assert s is None and "standby" in err, (s, err)
+    watch = st.watch()
+    st.wait_until(lambda: watch.msgs("metrics.snapshot"), 10, "tidectl watch receives messages")
 
     # A scale up in flight (slowed) when the leader dies.
     print("fake 'delay 3000' ->", st.fake_cmd("delay 3000"))
@@ -88,7 +101,7 @@ def test_kill_leader_standby_takes_the_job_over(make_stack):
     st.scaler.kill()
     t0 = time.monotonic()
     st.wait_until(lambda: leader(st).startswith("scaler-b "), 6, "scaler-b holds the lease")
-    st.wait_until(lambda: status_via(st, b_cfg)[0] is not None, 6,
+    st.wait_until(lambda: status_via(st, b_only)[0] is not None, 6,
                   "scaler-b answers tidectl status")
     took = time.monotonic() - t0
     print("\nstandby leads %.2f s after kill -9 of the leader (job %s in flight)" % (
@@ -99,26 +112,29 @@ def test_kill_leader_standby_takes_the_job_over(make_stack):
 
     st.wait_until(lambda: st.instances() == 3 and len(st.pool()) == 3, 20,
                   "the job taken over brings the count to 3")
-    st.wait_until(lambda: stable(status_via(st, b_cfg)[0]), 10, "scaler-b stable at 3")
+    # tidectl with the whole list finds the leader (the first entry is dead).
+    st.wait_until(lambda: stable(status_via(st, st.config_path)[0]), 10, "stable at 3")
     assert st.fake_stats()["jobs_started"] == started, \
         "a scale-up job was started again: %r" % st.fake_stats()
     assert_no_orphan(st, 3)
     print("fake 'reset' ->", st.fake_cmd("reset"))
 
-    # Scaling goes on under the new leader.
-    r = st.tidectl("scale", "4", config=b_cfg)
+    # Scaling goes on under the new leader; its events reach tidectl watch (and the proxy).
+    r = st.tidectl("--timeout-ms", "1000", "scale", "4")
     assert r.returncode == 0, (r.stdout, r.stderr)
     st.wait_until(lambda: st.instances() == 4 and len(st.pool()) == 4, 20, "scale up to 4")
     st.wait_until(lambda: st.proxy_get()[0] == 200, 5, "the proxy routes")
     assert st.fake_stats()["jobs_started"] == started + 1, st.fake_stats()
     assert_no_orphan(st, 4)
+    st.wait_until(lambda: any("scaler-b" in json.dumps(m.get("header", {}))
+                              for m in watch.msgs("scaler.pool")), 5,
+                  "scaler-b's scaler.pool events reach tidectl watch")
     st.assert_alive(b, st.proxy, st.fake)
 
 
 def test_hung_leader_is_fenced_and_steps_down(make_stack):
     st = make_stack("lease_stop", max_instances=6)
-    st.start_stack()
-    b, b_cfg = second_scaler(st)
+    b, b_only = two_scalers(st)
     st.wait_until(lambda: "another scaler leads" in b.stderr(), 10, "scaler-b is standby")
     a_fence = leader(st)
     assert a_fence.startswith("scaler-lease_stop "), a_fence
@@ -131,14 +147,14 @@ def test_hung_leader_is_fenced_and_steps_down(make_stack):
         took = time.monotonic() - t0
         print("\nstandby leads %.2f s after SIGSTOP of the leader" % took)
         assert took < 5.0, took
-        st.wait_until(lambda: stable(status_via(st, b_cfg)[0]), 15, "scaler-b stable",
+        st.wait_until(lambda: stable(status_via(st, b_only)[0]), 15, "scaler-b stable",
                       check_alive=False)
         # The new leader changes the pool while the old one is frozen.
-        r = st.tidectl("scale", "2", config=b_cfg)
+        r = st.tidectl("scale", "2", config=b_only)
         assert r.returncode == 0, (r.stdout, r.stderr)
         st.wait_until(lambda: st.instances() == 2 and len(st.pool()) == 2, 20,
                       "scaler-b scales to 2", check_alive=False)
-        st.wait_until(lambda: stable(status_via(st, b_cfg)[0]), 10, "scaler-b stable at 2",
+        st.wait_until(lambda: stable(status_via(st, b_only)[0]), 10, "scaler-b stable at 2",
                       check_alive=False)
     finally:
         st.scaler.signal(signal.SIGCONT)
@@ -146,7 +162,12 @@ def test_hung_leader_is_fenced_and_steps_down(make_stack):
     pool, version = st.pool(), st.pool_version()
     st.wait_until(lambda: "stepping down to standby" in st.scaler.stderr(), 5,
                   "the woken scaler steps down")
-    s, err = status_via(st, st.config_path)
+    only_a = copy.deepcopy(st.cfg)
+    only_a["scalers"] = RawYaml("[%s]" % scalers_entry(
+        "scaler-lease_stop", st.endpoint("scaler_control"), st.endpoint("scaler_events")))
+    a_only = write_yaml(os.path.join(st.tmp, "tidectl-a.yml"), only_a) or \
+        os.path.join(st.tmp, "tidectl-a.yml")
+    s, err = status_via(st, a_only)
     assert s is None and "standby" in err and "scaler-b" in err, (s, err)
     # Nothing it decided before the freeze reaches Redis: the lease, the pool and the state
     # are scaler-b's.
