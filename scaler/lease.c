@@ -116,6 +116,26 @@ uint64_t lease_seen_version(const lease_t *self)
     return self->seen_version;
 }
 
+int lease_release(lease_t *self)
+{
+    if (!self->leading)
+        return 0;
+    static const char *lua = "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+                             "  return redis.call('DEL', KEYS[1])\n"
+                             "end\n"
+                             "return 0\n";
+    const char *argv[] = {"EVAL", lua, "1", self->k_leader, self->fence};
+    redisReply *r = redis_conn_command(self->conn, 5, argv);
+    int rc = r && r->type == REDIS_REPLY_INTEGER ? 0 : -EIO;
+    if (r)
+        freeReplyObject(r);
+    log_info("lease given up", "id=%s epoch=%" PRIu64 " released=%d", self->id, self->epoch,
+             rc == 0);
+    self->leading = false;
+    self->fence[0] = '\0';
+    return rc;
+}
+
 void lease_lost(lease_t *self)
 {
     if (!self->leading)

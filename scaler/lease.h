@@ -45,6 +45,11 @@ void lease_destroy(lease_t **self_p);
  * seen_version is set to the highest pool_version a standby has read (0 if none). */
 lease_event_t lease_step(lease_t *self, uint64_t now_ms);
 
+/* Gives the lease up if it is still this scaler's (a clean stop: a standby takes over at its
+ * next try instead of after lease_ms). Returns 0, or -EIO when Redis did not answer (the lease
+ * then runs out by itself). Leads no more either way. */
+int lease_release(lease_t *self);
+
 /* The caller's write was refused by the fencing: the lease is another's. Leads no more. */
 void lease_lost(lease_t *self);
 

@@ -811,5 +811,8 @@ int scaler_run(scaler_t *self)
             return -ENOMEM;
     }
     log_info("stopping", "reason=signal loaded=%d", self->loaded);
+    /* A standby takes over at once. What is not persisted yet is lost either way, as after a
+     * crash; Redis and the executor hold what the next leader needs. */
+    lease_release(self->lease);
     return 0;
 }

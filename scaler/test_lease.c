@@ -225,6 +225,14 @@ static void test_one_leader_then_take_over(void **state)
     assert_int_equal(store_write(st, rec, true, 1, &version), 0);
     free(rec);
     store_destroy(&st);
+    /* a clean stop gives the lease up: a standby takes it at its next try */
+    assert_int_equal(lease_release(a), 0); /* not leading: nothing to give */
+    assert_int_equal(lease_release(b), 0);
+    assert_false(lease_leading(b));
+    v = s_get(c, KEY_LEADER);
+    assert_null(v);
+    assert_true(s_step_until(a, LEASE_ACQUIRED, (uint64_t)s_cfg.scaler.lease_ms / 2));
+    assert_string_equal(lease_fence(a), "a 3");
     lease_destroy(&a);
     lease_destroy(&b);
     assert_null(a);
