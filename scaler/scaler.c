@@ -653,7 +653,8 @@ void scaler_destroy(scaler_t **self_p)
 /* ---- leadership ----------------------------------------------------------------------------- */
 
 /* A fresh fsm (it does nothing until fsm_restore) with job ids no earlier fsm used, and a fresh
- * executor client, so no reply or retry of the old one reaches the new fsm. 0, or -ENOMEM. */
+ * executor client and profiler, so no reply or retry of the old ones reaches the new fsm.
+ * 0, or -ENOMEM. */
 static int s_fresh_fsm(scaler_t *self)
 {
     char prefix[96];
@@ -661,13 +662,17 @@ static int s_fresh_fsm(scaler_t *self)
     fsm_config_from_tide(&self->fcfg, self->cfg, prefix);
     fsm_destroy(&self->fsm);
     exec_client_destroy(&self->exec);
+    profiler_destroy(&self->profiler); /* its profile jobs' answers went with the old client */
+    profiler_config_t pcfg;
+    profiler_config_from_tide(&pcfg, self->cfg);
+    self->profiler = profiler_new(&pcfg);
     self->fsm = fsm_new(&self->fcfg);
     self->exec = exec_client_new(self->cfg->endpoints.executor_control,
                                  self->cfg->scaler.request_timeout_ms, EXEC_TRIES, &self->sender);
     self->store_dirty = self->pool_dirty = self->send_pending = false;
     self->store_down_logged = false;
     self->pub_n_stopping = 0;
-    if (!self->fsm || !self->exec) {
+    if (!self->fsm || !self->exec || !self->profiler) {
         log_error("out of memory renewing the state machine", "%s", "");
         return -ENOMEM;
     }
