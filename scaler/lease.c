@@ -136,6 +136,11 @@ int lease_release(lease_t *self)
     return rc;
 }
 
+void lease_recheck(lease_t *self)
+{
+    self->next_ms = 0;
+}
+
 void lease_lost(lease_t *self)
 {
     if (!self->leading)

@@ -50,7 +50,11 @@ lease_event_t lease_step(lease_t *self, uint64_t now_ms);
  * then runs out by itself). Leads no more either way. */
 int lease_release(lease_t *self);
 
-/* The caller's write was refused by the fencing: the lease is another's. Leads no more. */
+/* The caller's write was refused by the fencing: the next lease_step renews at once, and tells
+ * whether the lease is another's (LEASE_LOST) or Redis lost its data (LEASE_WIPED). */
+void lease_recheck(lease_t *self);
+
+/* Leads no more (logged), whatever Redis says. */
 void lease_lost(lease_t *self);
 
 bool lease_leading(const lease_t *self);

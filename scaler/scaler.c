@@ -30,7 +30,9 @@ struct _scaler_t {
     store_t *store;
     lease_t *lease;
     char id[128];
-    bool step_down; /* a write was refused by the fencing: become standby after this turn */
+    /* A write was refused by the fencing: after this turn, renew at once to learn why (another
+     * leads: standby; Redis lost its data: rewrite). Until then nothing more is written. */
+    bool fence_refused;
     drain_t *drain;
     fsm_t *fsm;
     fsm_config_t fcfg;
@@ -217,12 +219,11 @@ static void s_persist(scaler_t *self, uint64_t now_ms)
     uint64_t version = rec->pool_version;
     int rc = store_write(self->store, rec, self->pool_dirty, since_wall, &version);
     if (rc == -EPERM) {
-        /* Another scaler leads (this one hung past its lease, or Redis was handed to it):
-         * nothing was written, and nothing this fsm decided may reach the world. */
-        if (lease_leading(self->lease))
-            lease_lost(self->lease);
+        /* The leader key is not ours: another scaler leads (this one hung past its lease), or
+         * Redis lost its data. Nothing was written, nothing this fsm decided reaches the world
+         * (a job waits for its write), and the lease step after this turn finds out which. */
         store_set_fence(self->store, NULL);
-        self->step_down = true;
+        self->fence_refused = true;
         free(rec);
         return;
     }
@@ -683,7 +684,6 @@ static int s_fresh_fsm(scaler_t *self)
 /* Standby: forget everything decided (the new leader reads Redis and asks the executor). */
 static int s_become_standby(scaler_t *self)
 {
-    self->step_down = false;
     self->loaded = false;
     store_set_fence(self->store, NULL);
     log_info("standby", "id=%s leader=\"%s\"", self->id, lease_holder(self->lease));
@@ -737,8 +737,12 @@ static int s_rewrite_after_wipe(scaler_t *self, uint64_t now_ms)
  * its lease learns it before it handles anything that woke it. */
 static int s_lease(scaler_t *self, uint64_t now_ms)
 {
-    if (self->step_down)
-        return s_become_standby(self);
+    if (self->fence_refused) {
+        self->fence_refused = false;
+        lease_recheck(self->lease);
+        if (lease_leading(self->lease))
+            store_set_fence(self->store, lease_fence(self->lease)); /* unless told otherwise */
+    }
     switch (lease_step(self->lease, now_ms)) {
     case LEASE_ACQUIRED:
         return s_become_leader(self, now_ms);
@@ -812,7 +816,7 @@ int scaler_run(scaler_t *self)
             self->next_tick_ms = now + (uint64_t)tick;
             s_tick(self, now);
         }
-        if (self->step_down && s_become_standby(self) != 0)
+        if (self->fence_refused && s_lease(self, now) != 0)
             return -ENOMEM;
     }
     log_info("stopping", "reason=signal loaded=%d", self->loaded);

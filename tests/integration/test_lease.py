@@ -210,6 +210,10 @@ def test_flushall_is_repaired_from_memory(make_stack):
 
     st.redis.flushall()
     t0 = time.monotonic()
+    # A write right after the wipe, before the scaler's renewal sees it: refused (no lease key),
+    # which must make the scaler look, not step down.
+    r = st.tidectl("bounds", "1", "5")
+    assert r.returncode == 0, (r.stdout, r.stderr)
     st.wait_until(lambda: st.instances() == 2 and st.pool() == pool and
                   (st.pool_version() or 0) > version and st.state().get("state"), 2.5,
                   "count, pool and state back in Redis")
@@ -218,6 +222,10 @@ def test_flushall_is_repaired_from_memory(make_stack):
         took, version, st.pool_version()))
     assert took < 2.0, took
     assert st.state().get("pinned") == state.get("pinned") == "1", (state, st.state())
+    st.wait_until(lambda: st.state().get("bounds") == "control" and st.state().get("max") == "5",
+                  3, "the bounds set right after the wipe are in Redis")
+    assert leader(st).startswith("scaler-lease_flush "), leader(st)
+    assert "stepping down" not in st.scaler.stderr(), st.scaler.tail(30)
     # Confirmed by a list, which finds the same two instances.
     st.wait_until(lambda: st.fake_stats()["lists_started"] > lists, 10, "a list after the wipe")
     st.wait_until(lambda: st.status()["state"] in ("STATE_UP", "STATE_IDLE"), 10, "stable")
