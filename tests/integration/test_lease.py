@@ -241,3 +241,38 @@ def test_flushall_is_repaired_from_memory(make_stack):
     st.start("proxy2", [binary("tide-proxy"), "-c", path, "--id", "proxy2"])
     st.wait_until(lambda: get_status(port) == 200, 10, "the new proxy answers 200")
     st.assert_alive()
+
+
+def test_proxy_does_not_trust_a_version_going_backwards(make_stack):
+    """A pool_version below the proxy's (a replica that missed writes, before the scaler repairs
+    it) with another pool: the proxy keeps its pool and reads again, it does not route to it."""
+    st = make_stack("lease_back", max_instances=6)
+    st.start_stack()
+    r = st.tidectl("scale", "2")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    st.wait_until(lambda: len(st.pool()) == 2, 20, "scale to 2")
+    st.wait_until(lambda: st.status()["state"] in ("STATE_UP", "STATE_IDLE"), 10, "stable")
+    pool, version = st.pool(), st.pool_version()
+    assert version >= 2, (pool, version)
+    st.scaler.signal(signal.SIGSTOP)  # no scaler to repair anything meanwhile
+    try:
+        tx = st.redis.pipeline(transaction=True)
+        tx.delete(st.key("pool"))
+        tx.hset(st.key("pool"), "production0", "127.0.0.1:1")  # nothing listens there
+        tx.set(st.key("pool_version"), version - 1)
+        tx.execute()
+        st.wait_until(lambda: "pool_version went backwards" in st.proxy.stderr(), 5,
+                      "the proxy sees the version go backwards", check_alive=False)
+        st.hold(lambda: st.proxy_get()[0] == 200, 2, "the proxy keeps routing to its pool")
+        # The pool comes back above the version the proxy has: it takes it.
+        tx = st.redis.pipeline(transaction=True)
+        tx.delete(st.key("pool"))
+        tx.hset(st.key("pool"), mapping=pool)
+        tx.set(st.key("pool_version"), version + 5)
+        tx.execute()
+    finally:
+        st.scaler.signal(signal.SIGCONT)
+    st.wait_until(lambda: "version=%d" % (version + 5) in st.proxy.stderr(), 5,
+                  "the proxy reads the pool at the higher version")
+    st.wait_until(lambda: st.proxy_get()[0] == 200, 5, "the proxy routes")
+    st.assert_alive()
