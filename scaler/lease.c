@@ -156,6 +156,7 @@ void lease_lost(lease_t *self)
 static void s_lead(lease_t *self, uint64_t epoch, uint64_t sent_ms)
 {
     self->leading = true;
+    self->seen_any = true; /* an empty Redis from now on is a loss, not a first start */
     self->epoch = epoch;
     if (epoch > self->seen_epoch)
         self->seen_epoch = epoch;
