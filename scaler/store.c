@@ -1,4 +1,4 @@
-/* store.c - the scaler's Redis writes (one MULTI/EXEC per change) and its start-up read. */
+/* store.c - the scaler's Redis writes (one fenced script per change) and start-up read. */
 #include "store.h"
 
 #include <arpa/inet.h>
