@@ -1,7 +1,7 @@
 /* test_store.c - store.c against a real redis-server started on a free port in a temp dir:
- * the keys and fields written, one script per change, the fencing, the read-back, foreign entries, and
- * reconnecting after Redis comes back. Set TIDE_TEST_PORT_BASE to choose where ports are
- * searched (else the kernel picks one). Fails when redis-server is not installed. */
+ * the keys and fields written, one script per change, the fencing, the read-back, foreign
+ * entries, and reconnecting after Redis comes back. Set TIDE_TEST_PORT_BASE to choose where
+ * ports are searched (else the kernel picks one). Fails when redis-server is not installed. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
