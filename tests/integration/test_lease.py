@@ -2,8 +2,9 @@
 (scaler/lease.c). Killed (SIGKILL) or hung (SIGSTOP) past its lease, the leader is replaced by
 the standby within 5 s, which takes over the job in flight by its id (no duplicate job, no
 orphan instance) and goes on scaling; the hung one, woken, writes nothing and is standby. A
-FLUSHALL while running is repaired within 2 s from the leader's memory, with a pool version
-above the one before, and a proxy started afterwards routes.
+FLUSHALL while running, or Redis restarted empty, is repaired within 2 s from the leader's
+memory, with a pool version above the one before, and a proxy started afterwards routes; a
+proxy that sees the version go backwards keeps its pool.
 
 The scalers are listed in the config (`scalers:`, each with its own control and events
 endpoints): tidectl, the proxy and tide-metrics use the list, so they reach whichever leads."""
@@ -275,4 +276,31 @@ def test_proxy_does_not_trust_a_version_going_backwards(make_stack):
     st.wait_until(lambda: "version=%d" % (version + 5) in st.proxy.stderr(), 5,
                   "the proxy reads the pool at the higher version")
     st.wait_until(lambda: st.proxy_get()[0] == 200, 5, "the proxy routes")
+    st.assert_alive()
+
+
+def test_redis_restarted_empty_is_repaired(make_stack):
+    """Redis killed and started again with nothing (no persistence): within 2 s of it answering
+    the scaler has rewritten count, pool and state, above the pool version it had."""
+    st = make_stack("lease_empty", max_instances=6)
+    st.start_stack()
+    r = st.tidectl("scale", "2")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    st.wait_until(lambda: st.instances() == 2 and len(st.pool()) == 2, 20, "scale to 2")
+    st.wait_until(lambda: st.status()["state"] in ("STATE_UP", "STATE_IDLE"), 10, "stable")
+    pool, version = st.pool(), st.pool_version()
+    st.redis_proc.kill()
+    st.start_redis()  # same port, empty: it answers PING when this returns
+    t0 = time.monotonic()
+    st.wait_until(lambda: st.instances() == 2 and st.pool() == pool and
+                  (st.pool_version() or 0) > version and st.state().get("pinned") == "1", 3,
+                  "count, pool and state back in the restarted Redis")
+    took = time.monotonic() - t0
+    print("\nRedis restarted empty: repaired %.2f s after it answered; pool_version %d -> %d" % (
+        took, version, st.pool_version()))
+    assert took < 2.0, took
+    assert leader(st).startswith("scaler-lease_empty "), leader(st)
+    st.wait_until(lambda: st.proxy_get()[0] == 200, 5, "the proxy routes")
+    st.hold(lambda: st.pool() == pool and st.instances() == 2, 2, "the pool stays")
+    assert_no_orphan(st, 2)
     st.assert_alive()
