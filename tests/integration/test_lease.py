@@ -186,6 +186,9 @@ def test_hung_leader_is_fenced_and_steps_down(make_stack):
         os.path.join(st.tmp, "tidectl-a.yml")
     s, err = status_via(st, a_only)
     assert s is None and "standby" in err and "scaler-b" in err, (s, err)
+    # With the whole list, tidectl passes over the standby (first) to the leader.
+    s, err = status_via(st, st.config_path)
+    assert stable(s) and s["current"] == 2, (s, err)
     # Nothing it decided before the freeze reaches Redis: the lease, the pool and the state
     # are scaler-b's.
     st.hold(lambda: leader(st) == b_fence and st.pool() == pool and
