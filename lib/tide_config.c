@@ -161,6 +161,9 @@ static const centry_t s_schema[] = {
      "scale down stops an instance when the proxies report it drained, or after this long"},
     {"scaler.request_timeout_ms", T_INT, "2000", F(scaler.request_timeout_ms), 50, 600000, NULL,
      "an executor request unanswered this long is retried on a new socket"},
+    {"scaler.lease_ms", T_INT, "3000", F(scaler.lease_ms), 300, 60000, NULL,
+     "the leader's lease in Redis runs out this long after its last renewal (every third of "
+     "it); a standby then takes over"},
     {"scaler.reconcile", T_ENUM, "adopt", F(scaler.reconcile), 0, 0, "adopt|stop",
      "on start, instances running but not in the pool are adopted or stopped"},
     {"scaler.health_check_interval_s", T_INT, "60", F(scaler.health_check_interval_s), 0, 86400,
@@ -386,6 +389,7 @@ typedef struct {
     char *err;
     size_t errlen;
     bool seen[SCHEMA_N];
+    bool seen_scalers;
 } walk_t;
 
 static int s_fail(walk_t *w, yaml_node_t *node, const char *key, const char *why)
@@ -393,6 +397,100 @@ static int s_fail(walk_t *w, yaml_node_t *node, const char *key, const char *why
     snprintf(w->err, w->errlen, "%s:%lu: %s: %s", w->file,
              node ? (unsigned long)node->start_mark.line + 1 : 0UL, key, why);
     return -EINVAL;
+}
+
+/* scalers: a list of {id, control, events}; see tide_config.h. */
+static int s_walk_scalers(walk_t *w, yaml_node_t *seq)
+{
+    static const centry_t ids = {"scalers[].id", T_STR, "", 0, 64, 0, 0, NULL, ""};
+    static const centry_t ep = {"scalers[]", T_ENDPOINT, "", 0, CFG_STR, 0, 0, NULL, ""};
+    if (seq->type == YAML_SCALAR_NODE && seq->data.scalar.length == 0)
+        return 0;
+    if (seq->type != YAML_SEQUENCE_NODE)
+        return s_fail(w, seq, "scalers", "expected a list of {id, control, events}");
+    tide_config_t *cfg = w->cfg;
+    for (yaml_node_item_t *it = seq->data.sequence.items.start; it < seq->data.sequence.items.top;
+         it++) {
+        yaml_node_t *m = yaml_document_get_node(w->doc, *it);
+        if (!m || m->type != YAML_MAPPING_NODE)
+            return s_fail(w, m ? m : seq, "scalers",
+                          "each entry is a mapping {id, control, events}");
+        if (cfg->n_scalers == CFG_SCALERS_MAX)
+            return s_fail(w, m, "scalers", "too many entries (at most 8)");
+        size_t i = cfg->n_scalers;
+        bool seen[3] = {false, false, false};
+        for (yaml_node_pair_t *pair = m->data.mapping.pairs.start; pair < m->data.mapping.pairs.top;
+             pair++) {
+            yaml_node_t *k = yaml_document_get_node(w->doc, pair->key);
+            yaml_node_t *v = yaml_document_get_node(w->doc, pair->value);
+            if (!k || !v || k->type != YAML_SCALAR_NODE)
+                return s_fail(w, m, "scalers", "malformed entry");
+            const char *key = (const char *)k->data.scalar.value;
+            int which = strcmp(key, "id") == 0        ? 0
+                        : strcmp(key, "control") == 0 ? 1
+                        : strcmp(key, "events") == 0  ? 2
+                                                      : -1;
+            char name[96];
+            snprintf(name, sizeof name, "scalers[%zu].%.40s", i, key);
+            if (which < 0)
+                return s_fail(w, k, name, "unknown key (id, control, events)");
+            if (seen[which])
+                return s_fail(w, k, name, "duplicate key");
+            seen[which] = true;
+            if (v->type != YAML_SCALAR_NODE)
+                return s_fail(w, v, name, "expected a single value");
+            char *field = which == 0   ? cfg->scalers[i].id
+                          : which == 1 ? cfg->scalers[i].control
+                                       : cfg->scalers[i].events;
+            centry_t e = which == 0 ? ids : ep;
+            e.offset = (size_t)(field - (char *)cfg);
+            e.size = which == 0 ? sizeof cfg->scalers[i].id : CFG_STR;
+            const char *why = s_set(&e, cfg, (const char *)v->data.scalar.value, true);
+            if (!why && which == 0 && field[0] == '\0')
+                why = "must not be empty";
+            if (why)
+                return s_fail(w, v, name, why);
+        }
+        if (!seen[0] || !seen[1] || !seen[2])
+            return s_fail(w, m, "scalers", "each entry needs id, control and events");
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(cfg->scalers[j].id, cfg->scalers[i].id) == 0 ||
+                strcmp(cfg->scalers[j].control, cfg->scalers[i].control) == 0 ||
+                strcmp(cfg->scalers[j].events, cfg->scalers[i].events) == 0)
+                return s_fail(w, m, "scalers", "two entries share an id or an endpoint");
+        cfg->n_scalers++;
+    }
+    return 0;
+}
+
+int config_scaler_endpoints(const tide_config_t *cfg, const char *id, const char **control,
+                            const char **events)
+{
+    if (cfg->n_scalers == 0) {
+        *control = cfg->endpoints.scaler_control;
+        *events = cfg->endpoints.scaler_events;
+        return 0;
+    }
+    for (size_t i = 0; i < cfg->n_scalers; i++) {
+        if (strcmp(cfg->scalers[i].id, id) == 0) {
+            *control = cfg->scalers[i].control;
+            *events = cfg->scalers[i].events;
+            return 0;
+        }
+    }
+    return -ENOENT;
+}
+
+size_t config_scaler_list(const tide_config_t *cfg, bool want_events,
+                          const char *out[CFG_SCALERS_MAX])
+{
+    if (cfg->n_scalers == 0) {
+        out[0] = want_events ? cfg->endpoints.scaler_events : cfg->endpoints.scaler_control;
+        return 1;
+    }
+    for (size_t i = 0; i < cfg->n_scalers; i++)
+        out[i] = want_events ? cfg->scalers[i].events : cfg->scalers[i].control;
+    return cfg->n_scalers;
 }
 
 static int s_walk_map(walk_t *w, yaml_node_t *map, const char *prefix)
@@ -411,6 +509,15 @@ static int s_walk_map(walk_t *w, yaml_node_t *map, const char *prefix)
         if (n < 0 || (size_t)n >= sizeof name)
             return s_fail(w, k, (const char *)k->data.scalar.value, "key too long");
         const centry_t *e = s_find(name);
+        if (!e && !prefix[0] && strcmp(name, "scalers") == 0) {
+            if (w->seen_scalers)
+                return s_fail(w, k, name, "duplicate key");
+            w->seen_scalers = true;
+            int rc = s_walk_scalers(w, v);
+            if (rc)
+                return rc;
+            continue;
+        }
         if (!e && !prefix[0] && s_is_section(name)) {
             if (v->type == YAML_SCALAR_NODE && v->data.scalar.length == 0)
                 continue; /* "proxy:" with nothing under it: all defaults */
@@ -588,6 +695,18 @@ void config_write_default(FILE *out)
         else
             fprintf(out, "%s%s: %s\n", indent, key, e->def);
     }
+    fprintf(out,
+            "\n# Several tide-scalers: one leads (a lease in Redis), the others stand by and take\n"
+            "# over. Each entry: the --id it runs under and the control (REP) and events (PUB)\n"
+            "# endpoints it binds; tidectl tries every control endpoint, proxies and tide-metrics\n"
+            "# subscribe to every events one. Empty: one scaler on endpoints.scaler_control and\n"
+            "# endpoints.scaler_events. At most 8 entries. For example:\n"
+            "#   scalers:\n"
+            "#     - {id: scaler-a, control: \"tcp://127.0.0.1:7104\", events: "
+            "\"tcp://127.0.0.1:7103\"}\n"
+            "#     - {id: scaler-b, control: \"tcp://127.0.0.1:7114\", events: "
+            "\"tcp://127.0.0.1:7113\"}\n"
+            "scalers: []\n");
 }
 
 static void s_usage(FILE *out, const char *program)

@@ -11,8 +11,9 @@
 #include <stddef.h>
 #include <stdio.h>
 
-#define CFG_STR  256
-#define CFG_PATH 1024
+#define CFG_STR         256
+#define CFG_SCALERS_MAX 8 /* entries in scalers: */
+#define CFG_PATH        1024
 
 /* tide-executor ends a playbook at a deadline with SIGTERM to its process group, then SIGKILL
  * this much later. The scaler counts it (twice for a scale up, which is followed by a cleanup
@@ -109,6 +110,7 @@ typedef struct {
         int request_timeout_ms;      /* lazy pirate: executor REQ timeout */
         char reconcile[8];           /* "adopt" or "stop": instances running but not in the pool */
         int health_check_interval_s; /* a list this often while steady; 0 = only on errors */
+        int lease_ms;                /* the leader's lease in Redis (scaler/lease.h) */
     } scaler;
 
     struct {
@@ -138,9 +140,30 @@ typedef struct {
         int max_bytes; /* profiles kept in all (bytes) */
     } profiling;
 
+    /* scalers: several tide-scalers (one leads, the others stand by: scaler/lease.h), each with
+     * the --id it runs under and the endpoints it binds. Empty: one scaler, on
+     * endpoints.scaler_control and endpoints.scaler_events. */
+    struct {
+        char id[64];
+        char control[CFG_STR]; /* binds REP */
+        char events[CFG_STR];  /* binds PUB */
+    } scalers[CFG_SCALERS_MAX];
+    size_t n_scalers;
+
     char path[CFG_PATH]; /* the file this was loaded from (absolute) */
     char dir[CFG_PATH];  /* its directory: relative paths are resolved against it */
 } tide_config_t;
+
+/* The control (REP) and events (PUB) endpoints the scaler running as id binds: its scalers
+ * entry, or endpoints.scaler_* when the list is empty. Returns 0, or -ENOENT when the list is
+ * not empty and has no entry for id (nothing set). */
+int config_scaler_endpoints(const tide_config_t *cfg, const char *id, const char **control,
+                            const char **events);
+
+/* Every scaler's control (want_events false) or events endpoint, in the list's order (or the
+ * one endpoints.scaler_* key): sets out[0..n) to strings owned by cfg, returns n (>= 1). */
+size_t config_scaler_list(const tide_config_t *cfg, bool want_events,
+                          const char *out[CFG_SCALERS_MAX]);
 
 /* Fills cfg with every documented default (paths unresolved, relative to the cwd). */
 void config_defaults(tide_config_t *cfg);

@@ -2,7 +2,8 @@
  * scaler and tidectl. Only tide-scaler writes (scaler/store.c).
  *
  * Keys: tide:<service>:instances (string int), :pool (hash name -> ip:port),
- *       :pool_version (string int), :state (hash).
+ *       :pool_version (string int), :state (hash), :leader (string, with an expiry) and
+ *       :epoch (string int): the scaler's lease (scaler/lease.h).
  * A redis_conn_t wraps a synchronous hiredis context with connect and command timeouts; after
  * any error it frees the context and reconnects on next use, so callers simply retry. After a
  * slow failure (a timeout: Redis stopped, overloaded, unroutable) it holds off new attempts
@@ -26,6 +27,8 @@
 #define KEY_POOL         "pool"
 #define KEY_POOL_VERSION "pool_version"
 #define KEY_STATE        "state"
+#define KEY_LEADER       "leader" /* "<scaler id> <epoch>", expires (scaler/lease.h) */
+#define KEY_EPOCH        "epoch"  /* the epoch last granted; its loss means Redis lost data */
 
 /* Writes "tide:<service>:<key>" into buf. Returns buf. */
 const char *redis_key(char *buf, size_t size, const char *service, const char *key);

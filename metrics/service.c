@@ -165,10 +165,20 @@ int service_run(const tide_config_t *cfg, msg_sender_t *sender)
     char err[512], q[4][300];
     self.stats = s_socket(ZMQ_SUB, cfg->endpoints.stats, true, "stats");
     self.pub = s_socket(ZMQ_PUB, cfg->endpoints.metrics, true, "metrics");
-    self.scaler = s_socket(ZMQ_SUB, cfg->endpoints.scaler_events, false, "scaler_events");
+    /* Every scaler's events (config scalers:), on the one socket: whichever leads is heard. */
+    const char *events[CFG_SCALERS_MAX];
+    size_t n_events = config_scaler_list(cfg, true, events);
+    self.scaler = s_socket(ZMQ_SUB, events[0], false, "scaler_events");
     self.executor = s_socket(ZMQ_SUB, cfg->endpoints.executor_events, false, "executor_events");
     if (!self.stats || !self.pub || !self.scaler || !self.executor)
         goto done;
+    for (size_t i = 0; i < n_events; i++) {
+        if (i > 0 && zsock_connect(self.scaler, "%s", events[i]) != 0) {
+            log_error("cannot connect", "socket=scaler_events endpoint=%s error=%s",
+                      log_quote(q[0], sizeof q[0], events[i]), zmq_strerror(zmq_errno()));
+            goto done;
+        }
+    }
     char profiles[CFG_PATH + 16];
     self.http = http_new(cfg->metrics.listen, profiles_root(cfg, profiles, sizeof profiles), err,
                          sizeof err);

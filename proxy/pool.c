@@ -54,8 +54,12 @@ typedef struct {
     pool_sink_fn *sink;
     void *arg;
     redis_conn_t *redis;
-    pool_t *current;   /* last pool handed to the sink */
-    bool stale;        /* the last read failed: read again at the next poll */
+    pool_t *current; /* last pool handed to the sink */
+    bool stale;      /* the last read failed: read again at the next poll */
+    /* A version below the current one: Redis lost data (the scaler rewrites it above every
+     * version it knew) or it is a replica that missed writes. Such a pool is not trusted until
+     * it has stayed that long, in case no scaler is left that knows better. */
+    uint64_t back_version, back_since_ms;
     pool_entry_t *buf; /* POOL_MAX entries */
 } watcher_t;
 
@@ -82,6 +86,26 @@ static void s_read(watcher_t *self, const char *why)
         self->stale = true;
         return;
     }
+    if (version > 0 && self->current && version < self->current->version) {
+        uint64_t now = clock_mono_ms();
+        uint64_t confirm =
+            (uint64_t)self->cfg->scaler.lease_ms + 2 * (uint64_t)self->cfg->proxy.pool_poll_ms;
+        if (self->back_version != version) {
+            self->back_version = version;
+            self->back_since_ms = now;
+            log_warn("pool_version went backwards in Redis; keeping the last pool and reading "
+                     "again",
+                     "version=%llu current=%llu", (unsigned long long)version,
+                     (unsigned long long)self->current->version);
+        }
+        if (now - self->back_since_ms < confirm) {
+            self->stale = true; /* read the whole pool again at the next poll */
+            return;
+        }
+        log_warn("pool_version stayed below the last one; taking it", "version=%llu current=%llu",
+                 (unsigned long long)version, (unsigned long long)self->current->version);
+    }
+    self->back_version = 0;
     if (self->stale)
         log_info("pool read again", "version=%llu", (unsigned long long)version);
     self->stale = false;
@@ -128,10 +152,15 @@ static void s_watcher(zsock_t *pipe, void *arg)
     if (sub) {
         msg_socket_limits(sub);
         zsock_set_subscribe(sub, TOPIC_SCALER_POOL);
-        if (zsock_connect(sub, "%s", cfg->endpoints.scaler_events) != 0) {
-            log_error("cannot connect to scaler events; polling Redis only", "endpoint=%s",
-                      cfg->endpoints.scaler_events);
-            zsock_destroy(&sub);
+        /* Every scaler's events (config scalers:): whichever leads is heard. */
+        const char *events[CFG_SCALERS_MAX];
+        size_t n = config_scaler_list(cfg, true, events);
+        for (size_t i = 0; i < n && sub; i++) {
+            if (zsock_connect(sub, "%s", events[i]) != 0) {
+                log_error("cannot connect to scaler events; polling Redis only", "endpoint=%s",
+                          events[i]);
+                zsock_destroy(&sub);
+            }
         }
     }
     s_read(self, "start");

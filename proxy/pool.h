@@ -5,7 +5,11 @@
  * endpoints.scaler_events ("scaler.pool"). It reads the pool at start, on every scaler.pool
  * event, and whenever pool_version in Redis moves (polled every proxy.pool_poll_ms); each new
  * pool goes to the sink, which hands it to the workers. Redis is never touched from an event
- * loop. When Redis fails the last pool stays in force and the read is retried at each poll. */
+ * loop. When Redis fails the last pool stays in force and the read is retried at each poll.
+ * A pool_version below the current one (Redis lost data, a stale replica) is not trusted: the
+ * last pool stays and the pool is read again at each poll, until a version at least the
+ * current one appears (the scaler rewrites above every version it knew) or the lower one has
+ * stayed for scaler.lease_ms + 2 polls. */
 #ifndef PROXY_POOL_H
 #define PROXY_POOL_H
 

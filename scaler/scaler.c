@@ -10,6 +10,7 @@
 #include "drain.h"
 #include "executor_client.h"
 #include "fsm.h"
+#include "lease.h"
 #include "names.h"
 #include "placement.h"
 #include "profile_jobs.h"
@@ -28,6 +29,11 @@ struct _scaler_t {
     zsock_t *pub, *rep, *sub_metrics, *sub_exec;
     exec_client_t *exec;
     store_t *store;
+    lease_t *lease;
+    char id[128];
+    /* A write was refused by the fencing: after this turn, renew at once to learn why (another
+     * leads: standby; Redis lost its data: rewrite). Until then nothing more is written. */
+    bool fence_refused;
     drain_t *drain;
     fsm_t *fsm;
     fsm_config_t fcfg;
@@ -214,6 +220,15 @@ static void s_persist(scaler_t *self, uint64_t now_ms)
     uint64_t since_wall = (uint64_t)((int64_t)rec->since_ms + s_wall_offset());
     uint64_t version = rec->pool_version;
     int rc = store_write(self->store, rec, self->pool_dirty, since_wall, &version);
+    if (rc == -EPERM) {
+        /* The leader key is not ours: another scaler leads (this one hung past its lease), or
+         * Redis lost its data. Nothing was written, nothing this fsm decided reaches the world
+         * (a job waits for its write), and the lease step after this turn finds out which. */
+        store_set_fence(self->store, NULL);
+        self->fence_refused = true;
+        free(rec);
+        return;
+    }
     if (rc != 0) {
         if (!self->store_down_logged)
             log_warn("state not persisted; retrying", "pool_change=%d send_pending=%d",
@@ -394,6 +409,10 @@ static void s_on_exec_result(scaler_t *self, exec_result_t *res, uint64_t now_ms
         exec_result_free(res);
         return;
     }
+    if (!self->loaded) {
+        exec_result_free(res); /* standby: the leader asks about its own jobs */
+        return;
+    }
     bool status = res->kind == TIDE__V1__JOB_KIND__JOB_STATUS;
     if (!res->reply) {
         if (status)
@@ -460,12 +479,17 @@ static void s_on_exec_event(scaler_t *self, uint64_t now_ms)
 
 static void s_on_control(scaler_t *self, uint64_t now_ms)
 {
+    char standby[256];
+    if (!lease_leading(self->lease))
+        snprintf(standby, sizeof standby, "standby: %s%s",
+                 lease_holder(self->lease)[0] ? "the leader is " : "no leader yet",
+                 lease_holder(self->lease));
     control_ctx_t ctx = {
         .cfg = self->cfg,
         .store = self->store,
         .sender = &self->sender,
         .wall_offset_ms = s_wall_offset(),
-        .not_ready = "starting: waiting for Redis",
+        .not_ready = lease_leading(self->lease) ? "starting: waiting for Redis" : standby,
         .profile = s_profile_manual,
         .profile_arg = self,
     };
@@ -513,6 +537,8 @@ static void s_try_load(scaler_t *self, uint64_t now_ms)
 
 static void s_tick(scaler_t *self, uint64_t now_ms)
 {
+    if (!lease_leading(self->lease))
+        return;
     if (!self->loaded) {
         s_try_load(self, now_ms);
         return;
@@ -543,10 +569,11 @@ static void s_tick(scaler_t *self, uint64_t now_ms)
 
 /* ---- life ----------------------------------------------------------------------------------- */
 
-/* Job ids must be unique across restarts and usable as file names by the executor. */
-static void s_job_prefix(char *buf, size_t size, const char *id)
+/* Job ids must be unique across restarts and leaderships (a new fsm counts from 1 again) and
+ * usable as file names by the executor. */
+static void s_job_prefix(char *buf, size_t size, const char *id, uint64_t epoch)
 {
-    snprintf(buf, size, "scaler-%.60s-%" PRIu64, id, clock_wall_ms());
+    snprintf(buf, size, "scaler-%.60s-%" PRIu64 "-e%" PRIu64, id, clock_wall_ms(), epoch);
     for (char *p = buf; *p; p++)
         if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
               *p == '-' || *p == '_' || *p == '.'))
@@ -560,8 +587,9 @@ scaler_t *scaler_new(const tide_config_t *cfg, const char *id)
         return NULL;
     self->cfg = cfg;
     msg_sender_init(&self->sender, "scaler", id);
+    snprintf(self->id, sizeof self->id, "%s", id);
     char prefix[96];
-    s_job_prefix(prefix, sizeof prefix, id);
+    s_job_prefix(prefix, sizeof prefix, id, 0);
     fsm_config_from_tide(&self->fcfg, cfg, prefix);
 
     self->pub = zsock_new(ZMQ_PUB);
@@ -569,6 +597,7 @@ scaler_t *scaler_new(const tide_config_t *cfg, const char *id)
     self->sub_metrics = zsock_new(ZMQ_SUB);
     self->sub_exec = zsock_new(ZMQ_SUB);
     self->store = store_new(cfg);
+    self->lease = lease_new(cfg, id);
     self->drain = drain_new((uint64_t)cfg->metrics.stale_after_ms);
     self->fsm = fsm_new(&self->fcfg);
     profiler_config_t pcfg;
@@ -582,7 +611,8 @@ scaler_t *scaler_new(const tide_config_t *cfg, const char *id)
     self->exec = exec_client_new(cfg->endpoints.executor_control, cfg->scaler.request_timeout_ms,
                                  EXEC_TRIES, &self->sender);
     if (!self->pub || !self->rep || !self->sub_metrics || !self->sub_exec || !self->store ||
-        !self->drain || !self->fsm || !self->exec || !self->profiler || !self->placement) {
+        !self->lease || !self->drain || !self->fsm || !self->exec || !self->profiler ||
+        !self->placement) {
         log_error("out of memory creating the scaler", "%s", "");
         scaler_destroy(&self);
         return NULL;
@@ -593,15 +623,24 @@ scaler_t *scaler_new(const tide_config_t *cfg, const char *id)
     msg_socket_limits(self->rep);
     msg_socket_limits(self->sub_metrics);
     msg_socket_limits(self->sub_exec);
-    if (zsock_bind(self->pub, "%s", cfg->endpoints.scaler_events) < 0) {
-        log_error("cannot bind", "endpoint=%s key=endpoints.scaler_events err=\"%s\"",
-                  cfg->endpoints.scaler_events, zmq_strerror(zmq_errno()));
+    const char *control, *events;
+    if (config_scaler_endpoints(cfg, id, &control, &events) != 0) {
+        log_error("this scaler's id is not in the config's scalers list", "id=%s path=%s", id,
+                  cfg->path);
         scaler_destroy(&self);
         return NULL;
     }
-    if (zsock_bind(self->rep, "%s", cfg->endpoints.scaler_control) < 0) {
-        log_error("cannot bind", "endpoint=%s key=endpoints.scaler_control err=\"%s\"",
-                  cfg->endpoints.scaler_control, zmq_strerror(zmq_errno()));
+    if (zsock_bind(self->pub, "%s", events) < 0) {
+        log_error("cannot bind", "endpoint=%s key=%s err=\"%s\"", events,
+                  cfg->n_scalers ? "scalers[].events" : "endpoints.scaler_events",
+                  zmq_strerror(zmq_errno()));
+        scaler_destroy(&self);
+        return NULL;
+    }
+    if (zsock_bind(self->rep, "%s", control) < 0) {
+        log_error("cannot bind", "endpoint=%s key=%s err=\"%s\"", control,
+                  cfg->n_scalers ? "scalers[].control" : "endpoints.scaler_control",
+                  zmq_strerror(zmq_errno()));
         scaler_destroy(&self);
         return NULL;
     }
@@ -617,11 +656,10 @@ scaler_t *scaler_new(const tide_config_t *cfg, const char *id)
     zsock_set_subscribe(self->sub_exec, TOPIC_EXEC_JOB);
     log_info("started",
              "id=%s policy=%s pub=%s rep=%s metrics=%s executor_events=%s executor_control=%s "
-             "redis=%s:%d service=%s job_prefix=%s",
-             id, cfg->scaler.policy, cfg->endpoints.scaler_events, cfg->endpoints.scaler_control,
-             cfg->endpoints.metrics, cfg->endpoints.executor_events,
-             cfg->endpoints.executor_control, cfg->redis.host, cfg->redis.port, cfg->service,
-             prefix);
+             "redis=%s:%d service=%s lease_ms=%d",
+             id, cfg->scaler.policy, events, control, cfg->endpoints.metrics,
+             cfg->endpoints.executor_events, cfg->endpoints.executor_control, cfg->redis.host,
+             cfg->redis.port, cfg->service, cfg->scaler.lease_ms);
     return self;
 }
 
@@ -636,12 +674,118 @@ void scaler_destroy(scaler_t **self_p)
     placement_destroy(&self->placement);
     drain_destroy(&self->drain);
     store_destroy(&self->store);
+    lease_destroy(&self->lease);
     zsock_destroy(&self->sub_exec);
     zsock_destroy(&self->sub_metrics);
     zsock_destroy(&self->rep);
     zsock_destroy(&self->pub);
     free(self);
     *self_p = NULL;
+}
+
+/* ---- leadership ----------------------------------------------------------------------------- */
+
+/* A fresh fsm (it does nothing until fsm_restore) with job ids no earlier fsm used, and a fresh
+ * executor client and profiler, so no reply or retry of the old ones reaches the new fsm.
+ * 0, or -ENOMEM. */
+static int s_fresh_fsm(scaler_t *self)
+{
+    char prefix[96];
+    s_job_prefix(prefix, sizeof prefix, self->id, lease_epoch(self->lease));
+    fsm_config_from_tide(&self->fcfg, self->cfg, prefix);
+    fsm_destroy(&self->fsm);
+    exec_client_destroy(&self->exec);
+    profiler_destroy(&self->profiler); /* its profile jobs' answers went with the old client */
+    profiler_config_t pcfg;
+    profiler_config_from_tide(&pcfg, self->cfg);
+    self->profiler = profiler_new(&pcfg);
+    self->fsm = fsm_new(&self->fcfg);
+    self->exec = exec_client_new(self->cfg->endpoints.executor_control,
+                                 self->cfg->scaler.request_timeout_ms, EXEC_TRIES, &self->sender);
+    self->store_dirty = self->pool_dirty = self->send_pending = false;
+    self->store_down_logged = false;
+    self->pub_n_stopping = 0;
+    if (!self->fsm || !self->exec || !self->profiler) {
+        log_error("out of memory renewing the state machine", "%s", "");
+        return -ENOMEM;
+    }
+    log_info("job ids", "job_prefix=%s", prefix);
+    return 0;
+}
+
+/* Standby: forget everything decided (the new leader reads Redis and asks the executor). */
+static int s_become_standby(scaler_t *self)
+{
+    self->loaded = false;
+    store_set_fence(self->store, NULL);
+    log_info("standby", "id=%s leader=\"%s\"", self->id, lease_holder(self->lease));
+    return s_fresh_fsm(self);
+}
+
+/* Leading from now on: read Redis and reconcile as a restarted scaler does, the job in flight
+ * included (asked about by its id). */
+static int s_become_leader(scaler_t *self, uint64_t now_ms)
+{
+    store_set_fence(self->store, lease_fence(self->lease));
+    store_note_version(self->store, lease_seen_version(self->lease));
+    int rc = s_fresh_fsm(self);
+    self->loaded = false;
+    self->next_load_ms = 0;
+    self->load_tries = 0;
+    if (rc == 0)
+        s_try_load(self, now_ms);
+    return rc;
+}
+
+/* Redis lost tide's data while this scaler led: restore the fsm from what it knows (as if read
+ * back), which confirms it with a list (or asks about the job in flight), and rewrite count,
+ * pool and state at once, the pool version above every one known. */
+static int s_rewrite_after_wipe(scaler_t *self, uint64_t now_ms)
+{
+    store_set_fence(self->store, lease_fence(self->lease));
+    if (!self->loaded)
+        return s_become_leader(self, now_ms);
+    fsm_record_t *rec = malloc(sizeof *rec);
+    if (!rec)
+        return -ENOMEM;
+    fsm_record(self->fsm, rec);
+    if (store_version_floor(self->store) > rec->pool_version)
+        rec->pool_version = store_version_floor(self->store);
+    int rc = s_fresh_fsm(self);
+    if (rc == 0) {
+        fsm_actions_t acts;
+        fsm_restore(self->fsm, rec, now_ms, &acts);
+        acts.pool_changed = true; /* the pool is gone from Redis: write it whatever changed */
+        log_info("rewriting Redis from memory", "pool=%u current=%u state=%s job_id=%s",
+                 rec->n_pool, rec->current, msg_state_name(rec->state),
+                 rec->job_id[0] ? rec->job_id : "-");
+        s_apply(self, &acts, now_ms);
+    }
+    free(rec);
+    return rc;
+}
+
+/* The lease first, each loop turn: after a hang the renewal is overdue, so a scaler that lost
+ * its lease learns it before it handles anything that woke it. */
+static int s_lease(scaler_t *self, uint64_t now_ms)
+{
+    if (self->fence_refused) {
+        self->fence_refused = false;
+        lease_recheck(self->lease);
+        if (lease_leading(self->lease))
+            store_set_fence(self->store, lease_fence(self->lease)); /* unless told otherwise */
+    }
+    switch (lease_step(self->lease, now_ms)) {
+    case LEASE_ACQUIRED:
+        return s_become_leader(self, now_ms);
+    case LEASE_LOST:
+        return s_become_standby(self);
+    case LEASE_WIPED:
+        return s_rewrite_after_wipe(self, now_ms);
+    case LEASE_NONE:
+        break;
+    }
+    return 0;
 }
 
 int scaler_run(scaler_t *self)
@@ -677,6 +821,8 @@ int scaler_run(scaler_t *self)
             return -EIO;
         }
         now = clock_mono_ms();
+        if (s_lease(self, now) != 0)
+            return -ENOMEM;
         /* Drain each readable socket in bounded bursts so one flood cannot starve the rest. */
         for (int k = 0; k < 64 && (items[0].revents & ZMQ_POLLIN); k++) {
             s_on_metrics(self, now);
@@ -702,7 +848,12 @@ int scaler_run(scaler_t *self)
             self->next_tick_ms = now + (uint64_t)tick;
             s_tick(self, now);
         }
+        if (self->fence_refused && s_lease(self, now) != 0)
+            return -ENOMEM;
     }
     log_info("stopping", "reason=signal loaded=%d", self->loaded);
+    /* A standby takes over at once. What is not persisted yet is lost either way, as after a
+     * crash; Redis and the executor hold what the next leader needs. */
+    lease_release(self->lease);
     return 0;
 }

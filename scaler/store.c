@@ -1,8 +1,9 @@
-/* store.c - the scaler's Redis writes (one MULTI/EXEC per change) and its start-up read. */
+/* store.c - the scaler's Redis writes (one fenced script per change) and start-up read. */
 #include "store.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,8 +16,10 @@
 struct _store_t {
     const tide_config_t *cfg;
     redis_conn_t *conn;
-    char k_instances[256], k_pool[256], k_version[256], k_state[256];
-    char (*addr)[64]; /* per index: "ip:port" reported by the executor, "" = the default */
+    char k_instances[256], k_pool[256], k_version[256], k_state[256], k_leader[256];
+    char fence[160];        /* "<id> <epoch>" of the lease held; "" = not leading: no write */
+    uint64_t version_floor; /* the highest pool_version known: writes never go below it */
+    char (*addr)[64];       /* per index: "ip:port" reported by the executor, "" = the default */
 };
 
 store_t *store_new(const tide_config_t *cfg)
@@ -39,6 +42,7 @@ store_t *store_new(const tide_config_t *cfg)
     redis_key(self->k_pool, sizeof self->k_pool, cfg->service, KEY_POOL);
     redis_key(self->k_version, sizeof self->k_version, cfg->service, KEY_POOL_VERSION);
     redis_key(self->k_state, sizeof self->k_state, cfg->service, KEY_STATE);
+    redis_key(self->k_leader, sizeof self->k_leader, cfg->service, KEY_LEADER);
     return self;
 }
 
@@ -141,21 +145,64 @@ static redisReply *s_transaction(store_t *self, const cmd_t *cmds, int n)
 
 /* ---- write ---------------------------------------------------------------------------------- */
 
+/* One script, so the fencing check and the writes are one atomic step. KEYS: leader, state,
+ * pool, instances, pool_version. ARGV: fence, with_pool "1"/"0", version floor, instances,
+ * number of state arguments, the state hash's field/value pairs, then the pool's. The pool
+ * version goes on from the highest of Redis's and the floor (the highest the scaler knows), so
+ * it never goes backwards when Redis lost data. Returns the new pool_version, or -1 without a
+ * pool change; a "TIDE_FENCED" error when the lease is not the caller's (nothing written). */
+static const char *s_write_lua =
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then\n"
+    "  return redis.error_reply('TIDE_FENCED the lease is not held by ' .. ARGV[1])\n"
+    "end\n"
+    "local ns = tonumber(ARGV[5])\n"
+    "redis.call('HSET', KEYS[2], unpack(ARGV, 6, 5 + ns))\n"
+    "if ARGV[2] ~= '1' then return -1 end\n"
+    "redis.call('DEL', KEYS[3])\n"
+    "local i = 6 + ns\n"
+    "while i <= #ARGV do\n" /* in slices: unpack is held to Lua's C stack */
+    "  local j = math.min(i + 999, #ARGV)\n"
+    "  redis.call('HSET', KEYS[3], unpack(ARGV, i, j))\n"
+    "  i = j + 1\n"
+    "end\n"
+    "redis.call('SET', KEYS[4], ARGV[4])\n"
+    "local cur = tonumber(redis.call('GET', KEYS[5]) or '')\n"
+    "if cur == nil or cur < tonumber(ARGV[3]) then redis.call('SET', KEYS[5], ARGV[3]) end\n"
+    "return redis.call('INCR', KEYS[5])\n";
+
+void store_set_fence(store_t *self, const char *fence)
+{
+    snprintf(self->fence, sizeof self->fence, "%s", fence ? fence : "");
+}
+
+void store_note_version(store_t *self, uint64_t version)
+{
+    if (version > self->version_floor)
+        self->version_floor = version;
+}
+
+uint64_t store_version_floor(const store_t *self)
+{
+    return self->version_floor;
+}
+
 int store_write(store_t *self, const fsm_record_t *rec, bool with_pool, uint64_t since_wall_ms,
                 uint64_t *version)
 {
+    if (!self->fence[0])
+        return -EPERM;
     const char *prefix = self->cfg->app.name_prefix;
-    char num[7][24];
+    char num[8][24];
     /* "stopping": names out of the pool still to be stopped, so a restart stops them too. */
     size_t stop_len = (size_t)rec->n_stopping * 48 + 1;
     char *stopping = calloc(1, stop_len);
-    /* pool: HSET key n1 a1 n2 a2 ... ; names and addresses live in one buffer. */
-    size_t npool = rec->n_pool;
-    const char **hset = calloc(2 + 2 * npool, sizeof *hset);
+    size_t npool = with_pool ? rec->n_pool : 0;
+    enum { FIXED = 3 + 5 + 5, NSTATE = 26 };
+    const char **argv = calloc(FIXED + NSTATE + 2 * npool, sizeof *argv);
     char(*text)[2][280] = calloc(npool ? npool : 1, sizeof *text);
-    if (!stopping || !hset || !text) {
+    if (!stopping || !argv || !text) {
         free(stopping);
-        free(hset);
+        free(argv);
         free(text);
         return -ENOMEM;
     }
@@ -173,8 +220,8 @@ int store_write(store_t *self, const fsm_record_t *rec, bool with_pool, uint64_t
     snprintf(num[4], sizeof num[4], "%u", rec->min);
     snprintf(num[5], sizeof num[5], "%u", rec->max);
     snprintf(num[6], sizeof num[6], "%u", rec->n_pool);
-    const char *state_argv[] = {
-        "HSET",     self->k_state,
+    snprintf(num[7], sizeof num[7], "%" PRIu64, self->version_floor);
+    const char *state_args[NSTATE] = {
         "state",    msg_state_name(rec->state),
         "job_id",   rec->job_id,
         "since_ms", num[0],
@@ -187,54 +234,53 @@ int store_write(store_t *self, const fsm_record_t *rec, bool with_pool, uint64_t
         "max",      num[5],
         "bounds",   rec->bounds_set ? "control" : "config",
         "stopping", stopping,
+        "leader",   self->fence,
     };
-    cmd_t cmds[MAX_CMDS];
-    int n = 0;
-    int version_at = -1;
-    const char *del_argv[] = {"DEL", self->k_pool};
-    const char *set_argv[] = {"SET", self->k_instances, num[6]};
-    const char *incr_argv[] = {"INCR", self->k_version};
-    if (with_pool) {
-        cmds[n++] = (cmd_t){2, del_argv};
-        if (npool > 0) {
-            hset[0] = "HSET";
-            hset[1] = self->k_pool;
-            for (size_t i = 0; i < npool; i++) {
-                names_format(text[i][0], sizeof text[i][0], prefix, rec->pool[i]);
-                store_addr(self, rec->pool[i], text[i][1], sizeof text[i][1]);
-                hset[2 + 2 * i] = text[i][0];
-                hset[3 + 2 * i] = text[i][1];
-            }
-            cmds[n++] = (cmd_t){(int)(2 + 2 * npool), hset};
-        }
-        cmds[n++] = (cmd_t){3, set_argv};
-        version_at = n;
-        cmds[n++] = (cmd_t){2, incr_argv};
+    char nstate[8];
+    snprintf(nstate, sizeof nstate, "%d", NSTATE);
+    int argc = 0;
+    argv[argc++] = "EVAL";
+    argv[argc++] = s_write_lua;
+    argv[argc++] = "5";
+    argv[argc++] = self->k_leader;
+    argv[argc++] = self->k_state;
+    argv[argc++] = self->k_pool;
+    argv[argc++] = self->k_instances;
+    argv[argc++] = self->k_version;
+    argv[argc++] = self->fence;
+    argv[argc++] = with_pool ? "1" : "0";
+    argv[argc++] = num[7];
+    argv[argc++] = num[6];
+    argv[argc++] = nstate;
+    for (int i = 0; i < NSTATE; i++)
+        argv[argc++] = state_args[i];
+    for (size_t i = 0; i < npool; i++) {
+        argv[argc++] = names_format(text[i][0], sizeof text[i][0], prefix, rec->pool[i]);
+        argv[argc++] = store_addr(self, rec->pool[i], text[i][1], sizeof text[i][1]);
     }
-    cmds[n++] = (cmd_t){(int)(sizeof state_argv / sizeof state_argv[0]), state_argv};
 
-    redisReply *ex = s_transaction(self, cmds, n);
-    int rc = ex ? 0 : -EIO;
-    /* EXEC answers each command on its own: a wrong-typed key fails one command inside an
-     * otherwise "successful" transaction, and that must not pass as written. */
-    for (size_t i = 0; ex && i < ex->elements; i++) {
-        if (ex->element[i]->type == REDIS_REPLY_ERROR) {
-            log_warn("redis write failed inside the transaction", "command=%zu err=\"%s\"", i,
-                     ex->element[i]->str);
-            rc = -EIO;
-        }
+    redisReply *r = redis_conn_command(self->conn, argc, argv);
+    int rc = 0;
+    if (!r) {
+        rc = -EIO; /* connection failed; it was reset */
+    } else if (r->type == REDIS_REPLY_ERROR && strstr(r->str, "TIDE_FENCED")) {
+        log_warn("redis refused the write: this scaler no longer holds the lease", "fence=\"%s\"",
+                 self->fence);
+        rc = -EPERM;
+    } else if (r->type == REDIS_REPLY_ERROR) {
+        log_warn("redis write failed", "err=\"%.200s\"", r->str);
+        rc = -EIO;
+    } else if (r->type != REDIS_REPLY_INTEGER || (with_pool && r->integer < 0)) {
+        log_warn("redis write: unexpected reply", "type=%d", r->type);
+        rc = -EIO;
+    } else if (with_pool) {
+        *version = (uint64_t)r->integer;
+        store_note_version(self, *version);
     }
-    if (ex && rc == 0 && version_at >= 0) {
-        redisReply *v = ex->element[version_at];
-        if (v->type == REDIS_REPLY_INTEGER && v->integer >= 0)
-            *version = (uint64_t)v->integer;
-        else
-            rc = -EIO; /* pool_version is not an integer: the INCR failed inside EXEC */
-    }
-    if (ex)
-        freeReplyObject(ex);
+    if (r)
+        freeReplyObject(r);
     free(stopping);
-    free(hset);
+    free(argv);
     free(text);
     return rc;
 }
@@ -364,6 +410,7 @@ int store_load(store_t *self, fsm_record_t *rec, store_info_t *info)
         info->bad_fields++;
     if (ver->type != REDIS_REPLY_NIL && !s_u64(ver, &rec->pool_version))
         info->bad_fields++;
+    store_note_version(self, rec->pool_version);
     for (size_t i = 0; i + 1 < pool->elements; i += 2) {
         const redisReply *k = pool->element[i];
         int idx =

@@ -1,9 +1,11 @@
 /* store.h - tide-scaler's Redis writer (the only one) and the read-back at start.
  *
- * Every change is one MULTI/EXEC: the state hash, and with a pool change also the whole pool
- * hash (DEL + HSET, so a retried write is idempotent), the instances count and INCR
- * pool_version. Readers (proxies, tidectl) therefore never see a pool that disagrees with
- * instances. Keys and the connection come from lib/tide_redis.h. */
+ * Every change is one Lua script, run only while the lease is this scaler's (the leader key
+ * holds the fence, "<id> <epoch>", scaler/lease.h): the state hash, and with a pool change also
+ * the whole pool hash (DEL + HSET, so a retried write is idempotent), the instances count and
+ * the next pool_version. Readers (proxies, tidectl) therefore never see a pool that disagrees
+ * with instances, and a scaler that lost its lease writes nothing. The read-back is one
+ * MULTI/EXEC. Keys and the connection come from lib/tide_redis.h. */
 #ifndef SCALER_STORE_H
 #define SCALER_STORE_H
 
@@ -37,9 +39,22 @@ void store_destroy(store_t **self_p);
  */
 int store_load(store_t *self, fsm_record_t *rec, store_info_t *info);
 
-/* Writes rec in one MULTI/EXEC: the state hash (since_ms = since_wall_ms), and when with_pool
- * also the pool, instances and INCR pool_version, whose new value goes to *version (untouched
- * otherwise). Returns 0, or -EIO when the transaction did not happen (connection reset; retry). */
+/* Sets the fence every write checks: the lease value while leading, NULL or "" when not. */
+void store_set_fence(store_t *self, const char *fence);
+
+/* Raises the floor of pool_version to version (the highest known, e.g. read while standby):
+ * the next pool write makes it at least version + 1, whatever Redis holds. Lower: no change. */
+void store_note_version(store_t *self, uint64_t version);
+
+/* The highest pool_version this store has read, written or been told of. */
+uint64_t store_version_floor(const store_t *self);
+
+/* Writes rec in one script, if the leader key still holds the fence: the state hash (since_ms =
+ * since_wall_ms; "leader" = the fence), and when with_pool also the pool, instances and the
+ * next pool_version (above both Redis's and the floor), which goes to *version (untouched
+ * otherwise). Returns 0; -EPERM when no fence is set or Redis refused it (another scaler leads:
+ * nothing was written); -EIO when the write did not happen (connection reset, a wrong-typed
+ * key; retry). */
 int store_write(store_t *self, const fsm_record_t *rec, bool with_pool, uint64_t since_wall_ms,
                 uint64_t *version);
 

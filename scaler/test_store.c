@@ -1,7 +1,7 @@
 /* test_store.c - store.c against a real redis-server started on a free port in a temp dir:
- * the keys and fields written, one MULTI/EXEC per change, the read-back, foreign entries, and
- * reconnecting after Redis comes back. Set TIDE_TEST_PORT_BASE to choose where ports are
- * searched (else the kernel picks one). Fails when redis-server is not installed. */
+ * the keys and fields written, one script per change, the fencing, the read-back, foreign
+ * entries, and reconnecting after Redis comes back. Set TIDE_TEST_PORT_BASE to choose where
+ * ports are searched (else the kernel picks one). Fails when redis-server is not installed. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -197,6 +197,18 @@ static void s_flush(redis_conn_t *c)
     freeReplyObject(s_cmd(c, 1, argv));
 }
 
+/* Makes st the lease holder: the leader key holds its fence, as lease.c would set it. */
+static void s_own(store_t *st)
+{
+    redis_conn_t *c = s_conn();
+    char k[256];
+    redis_key(k, sizeof k, s_cfg.service, KEY_LEADER);
+    const char *argv[] = {"SET", k, "test 1"};
+    freeReplyObject(s_cmd(c, 3, argv));
+    redis_conn_destroy(&c);
+    store_set_fence(st, "test 1");
+}
+
 static void test_empty_load(void **state)
 {
     (void)state;
@@ -204,6 +216,7 @@ static void test_empty_load(void **state)
     redis_conn_t *c = s_conn();
     s_flush(c);
     store_t *st = store_new(&s_cfg);
+    s_own(st);
     fsm_record_t *rec = malloc(sizeof *rec);
     store_info_t info;
     assert_int_equal(store_load(st, rec, &info), 0);
@@ -225,6 +238,7 @@ static void test_write_and_read_back(void **state)
     redis_conn_t *c = s_conn();
     s_flush(c);
     store_t *st = store_new(&s_cfg);
+    s_own(st);
     fsm_record_t *rec = calloc(1, sizeof *rec);
     rec->state = TIDE__V1__STATE__STATE_BUSY;
     snprintf(rec->job_id, sizeof rec->job_id, "scaler-x-1");
@@ -243,11 +257,11 @@ static void test_write_and_read_back(void **state)
     rec->stopping[0] = 11;
     rec->n_stopping = 1;
 
-    long exec0 = s_calls(c, "exec");
+    long exec0 = s_calls(c, "eval");
     uint64_t version = 0;
     assert_int_equal(store_write(st, rec, true, 1234567, &version), 0);
     assert_int_equal(version, 1);
-    assert_int_equal(s_calls(c, "exec"), exec0 + 1); /* one transaction */
+    assert_int_equal(s_calls(c, "eval"), exec0 + 1); /* one transaction */
 
     /* the read side the proxies use sees the pool, sorted, with addresses */
     pool_entry_t entries[8];
@@ -345,6 +359,7 @@ static void test_foreign_and_bad_values(void **state)
                                 "forced", "3x", "stopping", "production1,production4,nonsense"};
     freeReplyObject(s_cmd(c, 8, hset_state));
     store_t *st = store_new(&s_cfg);
+    s_own(st);
     fsm_record_t *rec = malloc(sizeof *rec);
     store_info_t info;
     assert_int_equal(store_load(st, rec, &info), 0);
@@ -379,6 +394,7 @@ static void test_error_inside_transaction(void **state)
     const char *set_state[] = {"SET", ks, "not a hash"};
     freeReplyObject(s_cmd(c, 3, set_state));
     store_t *st = store_new(&s_cfg);
+    s_own(st);
     fsm_record_t *rec = calloc(1, sizeof *rec);
     uint64_t version = 0;
     assert_int_equal(store_write(st, rec, true, 1, &version), -EIO);
@@ -395,6 +411,7 @@ static void test_reported_addresses(void **state)
     redis_conn_t *c = s_conn();
     s_flush(c);
     store_t *st = store_new(&s_cfg);
+    s_own(st);
     char buf[80];
     assert_string_equal(store_addr(st, 2, buf, sizeof buf), "127.0.0.1:9103");
     assert_int_equal(store_set_addr(st, 2, "10.1.2.3", 9103), 0);
@@ -436,11 +453,13 @@ static void test_redis_down_then_back(void **state)
     (void)state;
     REQUIRE_REDIS();
     store_t *st = store_new(&s_cfg);
+    s_own(st);
     fsm_record_t *rec = calloc(1, sizeof *rec);
     rec->n_pool = 2;
     rec->pool[1] = 1;
     uint64_t version = 0;
     assert_int_equal(store_write(st, rec, true, 1, &version), 0);
+    uint64_t before = version;
     s_stop_redis();
     uint64_t t0 = clock_mono_ms();
     assert_int_equal(store_write(st, rec, true, 1, &version), -EIO);
@@ -448,12 +467,58 @@ static void test_redis_down_then_back(void **state)
     assert_int_equal(store_load(st, rec, &info), -EIO);
     assert_true(clock_mono_ms() - t0 < 3000); /* timeouts, not a hang */
     assert_int_equal(s_start_redis(), 0);
-    /* a fresh, empty Redis: the store reconnects by itself */
+    /* a fresh, empty Redis: the store reconnects by itself, but the lease went with the data,
+     * so the write is refused until the lease is there again */
     rec->n_pool = 2;
+    assert_int_equal(store_write(st, rec, true, 1, &version), -EPERM);
+    s_own(st);
     assert_int_equal(store_write(st, rec, true, 1, &version), 0);
-    assert_int_equal(version, 1);
+    assert_int_equal(version, before + 1); /* on from the one known, not from Redis's nothing */
     free(rec);
     store_destroy(&st);
+}
+
+/* A write under a fence the leader key does not hold changes nothing; no fence, no write. */
+static void test_fenced_write_refused(void **state)
+{
+    (void)state;
+    REQUIRE_REDIS();
+    redis_conn_t *c = s_conn();
+    s_flush(c);
+    store_t *st = store_new(&s_cfg);
+    s_own(st);
+    fsm_record_t *rec = calloc(1, sizeof *rec);
+    rec->n_pool = 1;
+    uint64_t version = 0;
+    assert_int_equal(store_write(st, rec, true, 1, &version), 0);
+    assert_int_equal(version, 1);
+    char k[256];
+    redis_key(k, sizeof k, s_cfg.service, KEY_LEADER);
+    const char *other[] = {"SET", k, "other 2"};
+    freeReplyObject(s_cmd(c, 3, other));
+    rec->n_pool = 3;
+    rec->state = TIDE__V1__STATE__STATE_UP;
+    assert_int_equal(store_write(st, rec, true, 1, &version), -EPERM);
+    assert_int_equal(store_write(st, rec, false, 1, &version), -EPERM);
+    char *inst = s_get(c, KEY_INSTANCES);
+    assert_string_equal(inst, "1");
+    free(inst);
+    s_assert_hfield(c, "state", "IDLE");
+    pool_entry_t entries[8];
+    uint64_t v = 0;
+    assert_int_equal(redis_read_pool(c, s_cfg.service, &v, entries, 8), 1);
+    assert_int_equal(v, 1);
+    store_set_fence(st, NULL);
+    assert_int_equal(store_write(st, rec, false, 1, &version), -EPERM);
+    /* the floor: a version learnt elsewhere (a standby's reads) is where the next one goes on */
+    store_set_fence(st, "other 2");
+    store_note_version(st, 41);
+    store_note_version(st, 7); /* lower: no change */
+    assert_int_equal(store_write(st, rec, true, 1, &version), 0);
+    assert_int_equal(version, 42);
+    free(rec);
+    store_destroy(&st);
+    redis_conn_destroy(&c);
 }
 
 /* total_connections_received from INFO stats, or -1. */
@@ -521,6 +586,7 @@ int main(void)
         cmocka_unit_test(test_error_inside_transaction),
         cmocka_unit_test(test_reported_addresses),
         cmocka_unit_test(test_redis_down_then_back),
+        cmocka_unit_test(test_fenced_write_refused),
         cmocka_unit_test(test_unresponsive_redis_held_off),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

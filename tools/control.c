@@ -146,9 +146,29 @@ void ctl_print_status(FILE *out, const Tide__V1__ScalerStatus *st, uint64_t now_
 
 int ctl_scaler_request(const ctl_t *ctl, Tide__V1__ControlRequest *req, msg_in_t *reply)
 {
-    req->header = msg_sender_next(ctl->sender);
-    return ctl_request(ctl, "scaler", ctl->cfg->endpoints.scaler_control, TOPIC_CONTROL_REQ,
-                       &req->base, TOPIC_CONTROL_REP, reply);
+    /* Several scalers (config scalers:): the one that leads acts, a standby says so. Ask each
+     * in turn until one that is not standby answers; else the last answer stands. */
+    const char *eps[CFG_SCALERS_MAX];
+    size_t n = config_scaler_list(ctl->cfg, false, eps);
+    int status = CTL_FAIL;
+    reply->msg = NULL;
+    for (size_t i = 0; i < n; i++) {
+        msg_in_t in;
+        req->header = msg_sender_next(ctl->sender);
+        int rc = ctl_request(ctl, "scaler", eps[i], TOPIC_CONTROL_REQ, &req->base,
+                             TOPIC_CONTROL_REP, &in);
+        if (rc != CTL_OK)
+            continue;
+        const Tide__V1__ControlReply *rep = (const void *)in.msg;
+        bool standby = !rep->ok && rep->error && strncmp(rep->error, "standby", 7) == 0;
+        if (reply->msg)
+            msg_in_free(reply);
+        *reply = in;
+        status = CTL_OK;
+        if (!standby)
+            break;
+    }
+    return status;
 }
 
 int ctl_control(const ctl_t *ctl, Tide__V1__Command command, uint32_t count, uint32_t min,

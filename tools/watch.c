@@ -109,14 +109,22 @@ static zsock_t *s_sub(const ctl_t *ctl, const char *endpoint, const char *const 
 int ctl_watch(const ctl_t *ctl, const char *const *topics, size_t n_topics, unsigned long count)
 {
     const tide_config_t *cfg = ctl->cfg;
-    const char *endpoints[3] = {cfg->endpoints.metrics, cfg->endpoints.scaler_events,
-                                cfg->endpoints.executor_events};
+    /* Every scaler's events (config scalers:), on the one socket. */
+    const char *events[CFG_SCALERS_MAX];
+    size_t n_events = config_scaler_list(cfg, true, events);
+    const char *endpoints[3] = {cfg->endpoints.metrics, events[0], cfg->endpoints.executor_events};
     zsock_t *socks[3] = {NULL, NULL, NULL};
     zpoller_t *poller = NULL;
     int status = CTL_FAIL;
     for (int i = 0; i < 3; i++)
         if (!(socks[i] = s_sub(ctl, endpoints[i], topics, n_topics)))
             goto done;
+    for (size_t i = 0; i < n_events; i++)
+        if (i > 0 && zsock_connect(socks[1], "%s", events[i]) != 0) {
+            fprintf(ctl->err, "tidectl: cannot connect to %s: %s\n", events[i],
+                    zmq_strerror(zmq_errno()));
+            goto done;
+        }
     poller = zpoller_new(socks[0], socks[1], socks[2], NULL);
     if (!poller)
         goto done;

@@ -93,6 +93,18 @@ static void test_config_errors(void **state)
         {"redis:\n  sentinel: 127.0.0.1\n", "redis.sentinel", "host:port"},
         {"redis:\n  sentinel: \"a:1,\"\n", "redis.sentinel", "host:port"},
         {"redis:\n  sentinel: \"a:1;b:2\"\n", "redis.sentinel", "host:port"},
+        {"scalers: 3\n", "scalers", "list"},
+        {"scalers:\n  - {id: a, control: \"tcp://h:1\"}\n", "scalers", "needs id, control"},
+        {"scalers:\n  - {id: a, control: \"tcp://h:1\", events: \"x\"}\n", "scalers[0].events",
+         "endpoint"},
+        {"scalers:\n  - {id: a, control: \"tcp://h:1\", events: \"tcp://h:2\", port: 3}\n",
+         "scalers[0].port", "unknown key"},
+        {"scalers:\n  - {id: a, control: \"tcp://h:1\", events: \"tcp://h:2\"}\n"
+         "  - {id: a, control: \"tcp://h:3\", events: \"tcp://h:4\"}\n",
+         "scalers", ":3:"},
+        {"scalers:\n  - {id: \"\", control: \"tcp://h:1\", events: \"tcp://h:2\"}\n",
+         "scalers[0].id", "empty"},
+        {"scalers:\n  - 5\n", "scalers", "mapping"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         tide_config_t cfg;
@@ -101,6 +113,36 @@ static void test_config_errors(void **state)
         if (rc == 0 || !strstr(err, cases[i].want1) || !strstr(err, cases[i].want2))
             fail_msg("case %zu (%s): rc=%d err=%s", i, cases[i].text, rc, err);
     }
+}
+
+/* scalers: the entry of --id gives its endpoints; everyone else gets the whole list. */
+static void test_config_scalers(void **state)
+{
+    (void)state;
+    tide_config_t cfg;
+    char err[512] = "";
+    const char *c, *e, *list[CFG_SCALERS_MAX];
+    assert_int_equal(s_load_text("", &cfg, err, sizeof err), 0);
+    assert_int_equal(config_scaler_endpoints(&cfg, "anyone", &c, &e), 0);
+    assert_string_equal(c, cfg.endpoints.scaler_control);
+    assert_string_equal(e, cfg.endpoints.scaler_events);
+    assert_int_equal(config_scaler_list(&cfg, false, list), 1);
+    assert_string_equal(list[0], cfg.endpoints.scaler_control);
+    int rc =
+        s_load_text("scalers:\n"
+                    "  - {id: a, control: \"tcp://127.0.0.1:1\", events: \"tcp://127.0.0.1:2\"}\n"
+                    "  - id: b\n    control: tcp://127.0.0.1:3\n    events: tcp://127.0.0.1:4\n",
+                    &cfg, err, sizeof err);
+    if (rc != 0)
+        fail_msg("%s", err);
+    assert_int_equal(cfg.n_scalers, 2);
+    assert_int_equal(config_scaler_endpoints(&cfg, "b", &c, &e), 0);
+    assert_string_equal(c, "tcp://127.0.0.1:3");
+    assert_string_equal(e, "tcp://127.0.0.1:4");
+    assert_int_equal(config_scaler_endpoints(&cfg, "c", &c, &e), -ENOENT);
+    assert_int_equal(config_scaler_list(&cfg, true, list), 2);
+    assert_string_equal(list[0], "tcp://127.0.0.1:2");
+    assert_string_equal(list[1], "tcp://127.0.0.1:4");
 }
 
 static void test_config_missing_file(void **state)
@@ -410,12 +452,19 @@ int main(void)
 {
     assert_non_null(mkdtemp(s_dir));
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_config_defaults),  cmocka_unit_test(test_config_values_and_paths),
-        cmocka_unit_test(test_config_errors),    cmocka_unit_test(test_config_missing_file),
-        cmocka_unit_test(test_config_long_path), cmocka_unit_test(test_config_default_roundtrip),
-        cmocka_unit_test(test_window),           cmocka_unit_test(test_hist),
-        cmocka_unit_test(test_msg_decode),       cmocka_unit_test(test_msg_socket),
-        cmocka_unit_test(test_msg_recv_raw),     cmocka_unit_test(test_config_split_addrs),
+        cmocka_unit_test(test_config_defaults),
+        cmocka_unit_test(test_config_values_and_paths),
+        cmocka_unit_test(test_config_errors),
+        cmocka_unit_test(test_config_scalers),
+        cmocka_unit_test(test_config_missing_file),
+        cmocka_unit_test(test_config_long_path),
+        cmocka_unit_test(test_config_default_roundtrip),
+        cmocka_unit_test(test_window),
+        cmocka_unit_test(test_hist),
+        cmocka_unit_test(test_msg_decode),
+        cmocka_unit_test(test_msg_socket),
+        cmocka_unit_test(test_msg_recv_raw),
+        cmocka_unit_test(test_config_split_addrs),
         cmocka_unit_test(test_redis_auth_load),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
