@@ -69,12 +69,13 @@ lease_t *lease_new(const tide_config_t *cfg, const char *id)
     if (!self)
         return NULL;
     self->cfg = cfg;
-    self->conn = redis_conn_new(cfg->redis.host, cfg->redis.port, cfg->redis.connect_timeout_ms,
-                                cfg->redis.command_timeout_ms);
+    /* The scaler's own credentials and Sentinels, like the store's: the lease is a write. */
+    self->conn = redis_conn_from_config(cfg);
     if (!self->conn) {
         free(self);
         return NULL;
     }
+    redis_conn_verify_primary(self->conn, true);
     snprintf(self->id, sizeof self->id, "%s", id);
     redis_key(self->k_leader, sizeof self->k_leader, cfg->service, KEY_LEADER);
     redis_key(self->k_epoch, sizeof self->k_epoch, cfg->service, KEY_EPOCH);
