@@ -217,7 +217,7 @@ static void s_draw(draw_t *d, const node_t *node, const char *name, double x, in
         return;
     double px = PAD + x * d->scale;
     int y = d->height - FOOTER_H - (depth + 1) * FRAME_H;
-    char fill[40];
+    char fill[48]; /* "rgb(a,b,c)" with any three ints fits */
     double pct = 100.0 * node->v / d->total;
     FILE *o = d->out;
     fputs("<g class=\"f\" data-n=\"", o);
