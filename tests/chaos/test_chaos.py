@@ -21,9 +21,10 @@ accepted them) are counted apart from failed ones; chaos_load.py says how each o
 judged. "recovery s" is from the fault (for Redis stopped, from SIGCONT, the fault's end) to the
 later of: the last request that did not succeed, and the stack standing again.
 
-Not here: "Redis restarted empty" needs the scaler to notice lost data and rewrite it (issue
-10's lease and epoch work); the scaler scenarios run one scaler, and SCALERS is where a
-"leader with a standby" topology goes once a standby exists.
+"Redis restarted empty": the scaler notices the lost epoch and rewrites count, pool and
+state (scaler/lease.c), above the pool version it knew; the proxies keep routing to their last
+pool meanwhile. The scaler scenarios run one scaler; SCALERS is where a "leader with a standby"
+topology goes (the standby itself is tested in tests/integration/test_lease.py).
 """
 
 import os
@@ -284,6 +285,25 @@ def stop_redis(ctx):
     return time.monotonic()
 
 
+def restart_redis_empty(ctx):
+    """kill -9 of redis-server and a new one on the same port with nothing in it (the stack's
+    Redis keeps no data on disk)."""
+    st = ctx.chaos.st
+    ctx.notes["version"] = st.pool_version()
+    st.redis_proc.kill()
+    t = time.monotonic()
+    st.start_redis()
+    assert st.redis.get(st.key("instances")) is None, "the new Redis is not empty"
+    return t
+
+
+def pool_version_went_up(ctx, outcomes):
+    v = ctx.chaos.st.pool_version()
+    assert v is not None and v > ctx.notes["version"], \
+        "pool_version after the wipe %s, before %s: one version would name two pools" % (
+            v, ctx.notes["version"])
+
+
 def no_daemon_exited(ctx, outcomes):
     now = {d: len(ctx.chaos.exits(d)) for d in ctx.notes["exits"]}
     assert now == ctx.notes["exits"], "a daemon exited: %r -> %r" % (ctx.notes["exits"], now)
@@ -316,6 +336,7 @@ SCENARIOS = [
              recovered=new_pid("tide-proxy"), check=proxy_exited_0),
     Scenario("SIGSTOP redis %d s" % REDIS_STOP_S, stop_redis, recovery_s=30,
              check=no_daemon_exited),
+    Scenario("redis restarted empty", restart_redis_empty, check=pool_version_went_up),
 ] + [s for topology in SCALERS for s in scaler_scenarios(topology)] + [
     Scenario("kill -9 tide-executor in a scale down", kill_executor_in_scale_down,
              recovered=scale_down_done),
