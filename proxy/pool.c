@@ -8,6 +8,7 @@
 
 #include "tide_clock.h"
 #include "tide_log.h"
+#include "tide_curve.h"
 #include "tide_msg.h"
 
 pool_t *pool_new(uint64_t version, const pool_entry_t *entries, size_t n)
@@ -128,7 +129,8 @@ static void s_watcher(zsock_t *pipe, void *arg)
     if (sub) {
         msg_socket_limits(sub);
         zsock_set_subscribe(sub, TOPIC_SCALER_POOL);
-        if (zsock_connect(sub, "%s", cfg->endpoints.scaler_events) != 0) {
+        if (bus_secure_client(sub, cfg, BUS_ROLE_PROXY, BUS_ROLE_SCALER) ||
+            zsock_connect(sub, "%s", cfg->endpoints.scaler_events) != 0) {
             log_error("cannot connect to scaler events; polling Redis only", "endpoint=%s",
                       cfg->endpoints.scaler_events);
             zsock_destroy(&sub);

@@ -15,6 +15,7 @@
 #include "profiler.h"
 #include "store.h"
 #include "tide_clock.h"
+#include "tide_curve.h"
 #include "tide_log.h"
 #include "tide_msg.h"
 
@@ -550,7 +551,7 @@ scaler_t *scaler_new(const tide_config_t *cfg, const char *id)
     profiler_config_from_tide(&pcfg, cfg);
     self->profiler = profiler_new(&pcfg);
     self->exec = exec_client_new(cfg->endpoints.executor_control, cfg->scaler.request_timeout_ms,
-                                 EXEC_TRIES, &self->sender);
+                                 EXEC_TRIES, &self->sender, cfg);
     if (!self->pub || !self->rep || !self->sub_metrics || !self->sub_exec || !self->store ||
         !self->drain || !self->fsm || !self->exec || !self->profiler) {
         log_error("out of memory creating the scaler", "%s", "");
@@ -563,19 +564,23 @@ scaler_t *scaler_new(const tide_config_t *cfg, const char *id)
     msg_socket_limits(self->rep);
     msg_socket_limits(self->sub_metrics);
     msg_socket_limits(self->sub_exec);
-    if (zsock_bind(self->pub, "%s", cfg->endpoints.scaler_events) < 0) {
+    if (bus_secure_server(self->pub, cfg, BUS_ROLE_SCALER, cfg->endpoints.scaler_events) ||
+        zsock_bind(self->pub, "%s", cfg->endpoints.scaler_events) < 0) {
         log_error("cannot bind", "endpoint=%s key=endpoints.scaler_events err=\"%s\"",
                   cfg->endpoints.scaler_events, zmq_strerror(zmq_errno()));
         scaler_destroy(&self);
         return NULL;
     }
-    if (zsock_bind(self->rep, "%s", cfg->endpoints.scaler_control) < 0) {
+    if (bus_secure_server(self->rep, cfg, BUS_ROLE_SCALER, cfg->endpoints.scaler_control) ||
+        zsock_bind(self->rep, "%s", cfg->endpoints.scaler_control) < 0) {
         log_error("cannot bind", "endpoint=%s key=endpoints.scaler_control err=\"%s\"",
                   cfg->endpoints.scaler_control, zmq_strerror(zmq_errno()));
         scaler_destroy(&self);
         return NULL;
     }
-    if (zsock_connect(self->sub_metrics, "%s", cfg->endpoints.metrics) != 0 ||
+    if (bus_secure_client(self->sub_metrics, cfg, BUS_ROLE_SCALER, BUS_ROLE_METRICS) ||
+        bus_secure_client(self->sub_exec, cfg, BUS_ROLE_SCALER, BUS_ROLE_EXECUTOR) ||
+        zsock_connect(self->sub_metrics, "%s", cfg->endpoints.metrics) != 0 ||
         zsock_connect(self->sub_exec, "%s", cfg->endpoints.executor_events) != 0) {
         log_error("cannot connect", "metrics=%s executor_events=%s", cfg->endpoints.metrics,
                   cfg->endpoints.executor_events);
