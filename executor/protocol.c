@@ -234,8 +234,9 @@ static bool s_may_control(exec_server_t *self, const char *peer)
     return false;
 }
 
-/* Reads one request. Returns 1 with *req set (caller frees), 0 for a malformed one (answer
- * it), -1 when nothing was read. On a ROUTER socket *envelope_p receives the routing frames. */
+/* Reads one request. Returns 1 with *req set (caller frees), 0 for a malformed one and 2 for
+ * one from a key not allowed to control (answer both), -1 when nothing was read. On a ROUTER socket
+ * *envelope_p receives the routing frames. */
 static int s_recv(exec_server_t *self, zmsg_t **envelope_p, Tide__V1__ExecRequest **req)
 {
     *req = NULL;
@@ -248,7 +249,7 @@ static int s_recv(exec_server_t *self, zmsg_t **envelope_p, Tide__V1__ExecReques
             return 0;
         if (!s_may_control(self, in.peer)) {
             msg_in_free(&in);
-            return 0;
+            return 2;
         }
         if (strcmp(in.topic, TOPIC_EXEC_REQ) != 0) {
             log_once_per_kind("exec-wrong-topic", "dropped a message with the wrong topic",
@@ -288,8 +289,10 @@ static int s_recv(exec_server_t *self, zmsg_t **envelope_p, Tide__V1__ExecReques
     }
     memcpy(topic, zframe_data(tf), tl);
     topic[tl] = '\0';
-    if (!s_may_control(self, zframe_meta(tf, "User-Id")))
+    if (!s_may_control(self, zframe_meta(tf, "User-Id"))) {
+        rc = 2;
         goto done;
+    }
     if (strcmp(topic, TOPIC_EXEC_REQ) != 0) {
         log_once_per_kind("exec-wrong-topic", "dropped a message with the wrong topic",
                           "expected exec.request");
@@ -382,6 +385,12 @@ static int s_on_control(zloop_t *loop, zsock_t *sock, void *arg)
         if (self->admit && self->router && !self->admit(self->runner)) {
             self->stats.dropped_unanswered++;
             log_info("request dropped without a reply (told to hang)", "%s", "");
+        } else if (rc == 2) {
+            self->stats.refused++;
+            s_reply(self, &envelope, false,
+                    "not allowed to control: only the scaler's and "
+                    "tidectl's keys",
+                    NULL);
         } else if (rc == 0) {
             self->stats.malformed++;
             s_reply(self, &envelope, false, "malformed request", NULL);

@@ -10,6 +10,18 @@
 #include <unistd.h>
 
 #include "tide_log.h"
+#include "tide_msg.h"
+
+/* CURVE sends each frame as a MESSAGE command (name 8 bytes, nonce 8, flags 1, MAC 16), and
+ * libzmq holds that whole command to ZMQ_MAXMSGSIZE: a socket msg_socket_limits set up gets
+ * the room back, so the largest frame tide accepts is MSG_MAX_FRAME with CURVE too. */
+#define CURVE_FRAME_OVERHEAD 33
+
+static void s_frame_room(zsock_t *sock)
+{
+    if (zsock_maxmsgsize(sock) == (int)MSG_MAX_FRAME)
+        zsock_set_maxmsgsize(sock, (int)MSG_MAX_FRAME + CURVE_FRAME_OVERHEAD);
+}
 
 static const char *const s_roles[] = {BUS_ROLE_PROXY, BUS_ROLE_METRICS, BUS_ROLE_SCALER,
                                       BUS_ROLE_EXECUTOR, BUS_ROLE_TIDECTL};
@@ -238,6 +250,7 @@ int bus_secure_server(zsock_t *sock, const tide_config_t *cfg, const char *role,
         zcert_apply(cert, sock);
         zsock_set_zap_domain(sock, "tide");
         zsock_set_curve_server(sock, 1);
+        s_frame_room(sock);
         if (s_monitor(sock) != 0)
             log_warn("cannot monitor bus handshakes; refused peers go unlogged", "role=%s", role);
     }
@@ -255,6 +268,7 @@ int bus_secure_client(zsock_t *sock, const tide_config_t *cfg, const char *role,
     if (server) {
         zcert_apply(own, sock);
         zsock_set_curve_serverkey(sock, zcert_public_txt(server));
+        s_frame_room(sock);
     }
     int rc = server ? 0 : -ENOENT;
     zcert_destroy(&server);
