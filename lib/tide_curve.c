@@ -92,7 +92,9 @@ int bus_keys_init(const char *dir, char *err, size_t errlen)
 /* ---- the handshake monitor ----------------------------------------------------------------
  * zmq_socket_monitor is called in the socket owner's thread (a socket is not thread-safe); a
  * detached thread reads the events and ends on MONITOR_STOPPED, which libzmq sends when the
- * owner closes the socket, or on ETERM when the context ends. */
+ * owner closes the socket, or on ETERM when the context ends. Not czmq's zmonitor: its actor
+ * must be destroyed before the socket it watches, which would put a second destroy call beside
+ * every socket's owner; this one follows the socket by itself. */
 
 static void *s_watch(void *arg)
 {
