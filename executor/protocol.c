@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "tide_log.h"
+#include "tide_curve.h"
 #include "tide_profiles.h"
 #include "tide_msg.h"
 
@@ -48,13 +49,15 @@ exec_server_t *exec_server_new(const tide_config_t *cfg, const char *program, co
     msg_socket_limits(self->control);
     msg_socket_limits(self->events); /* subscriptions come in on it */
     char q[512];
-    if (zsock_bind(self->control, "%s", cfg->endpoints.executor_control) < 0) {
+    if (bus_secure_server(self->control, cfg, BUS_ROLE_EXECUTOR, cfg->endpoints.executor_control) ||
+        zsock_bind(self->control, "%s", cfg->endpoints.executor_control) < 0) {
         log_error("cannot bind the control socket", "endpoint=%s err=%s",
                   log_quote(q, sizeof q, cfg->endpoints.executor_control), zmq_strerror(errno));
         exec_server_destroy(&self);
         return NULL;
     }
-    if (zsock_bind(self->events, "%s", cfg->endpoints.executor_events) < 0) {
+    if (bus_secure_server(self->events, cfg, BUS_ROLE_EXECUTOR, cfg->endpoints.executor_events) ||
+        zsock_bind(self->events, "%s", cfg->endpoints.executor_events) < 0) {
         log_error("cannot bind the events socket", "endpoint=%s err=%s",
                   log_quote(q, sizeof q, cfg->endpoints.executor_events), zmq_strerror(errno));
         exec_server_destroy(&self);
@@ -220,8 +223,20 @@ static void s_reply(exec_server_t *self, zmsg_t **envelope_p, bool accepted, con
         self->stats.refused++;
 }
 
-/* Reads one request. Returns 1 with *req set (caller frees), 0 for a malformed one (answer
- * it), -1 when nothing was read. On a ROUTER socket *envelope_p receives the routing frames. */
+/* Jobs come from the scaler, and from tidectl (list, profiles); any other key is refused. */
+static bool s_may_control(exec_server_t *self, const char *peer)
+{
+    if (bus_peer_is(peer, self->cfg, BUS_ROLE_SCALER) ||
+        bus_peer_is(peer, self->cfg, BUS_ROLE_TIDECTL))
+        return true;
+    log_once_per_kind("exec-not-allowed", "refused a request from a key not allowed to control",
+                      "allowed: scaler, tidectl");
+    return false;
+}
+
+/* Reads one request. Returns 1 with *req set (caller frees), 0 for a malformed one and 2 for
+ * one from a key not allowed to control (answer both), -1 when nothing was read. On a ROUTER socket
+ * *envelope_p receives the routing frames. */
 static int s_recv(exec_server_t *self, zmsg_t **envelope_p, Tide__V1__ExecRequest **req)
 {
     *req = NULL;
@@ -232,6 +247,10 @@ static int s_recv(exec_server_t *self, zmsg_t **envelope_p, Tide__V1__ExecReques
             return -1;
         if (rc != 0)
             return 0;
+        if (!s_may_control(self, in.peer)) {
+            msg_in_free(&in);
+            return 2;
+        }
         if (strcmp(in.topic, TOPIC_EXEC_REQ) != 0) {
             log_once_per_kind("exec-wrong-topic", "dropped a message with the wrong topic",
                               "expected exec.request");
@@ -270,6 +289,10 @@ static int s_recv(exec_server_t *self, zmsg_t **envelope_p, Tide__V1__ExecReques
     }
     memcpy(topic, zframe_data(tf), tl);
     topic[tl] = '\0';
+    if (!s_may_control(self, zframe_meta(tf, "User-Id"))) {
+        rc = 2;
+        goto done;
+    }
     if (strcmp(topic, TOPIC_EXEC_REQ) != 0) {
         log_once_per_kind("exec-wrong-topic", "dropped a message with the wrong topic",
                           "expected exec.request");
@@ -384,6 +407,12 @@ static int s_on_control(zloop_t *loop, zsock_t *sock, void *arg)
         if (self->admit && self->router && !self->admit(self->runner)) {
             self->stats.dropped_unanswered++;
             log_info("request dropped without a reply (told to hang)", "%s", "");
+        } else if (rc == 2) {
+            self->stats.refused++;
+            s_reply(self, &envelope, false,
+                    "not allowed to control: only the scaler's and "
+                    "tidectl's keys",
+                    NULL);
         } else if (rc == 0) {
             self->stats.malformed++;
             s_reply(self, &envelope, false, "malformed request", NULL);

@@ -157,6 +157,7 @@ static Tide__V1__JobEvent *s_event(fixture_t *fx)
 static void s_config(const char *tag)
 {
     config_defaults(&s_cfg);
+    snprintf(s_cfg.bus.curve, sizeof s_cfg.bus.curve, "off"); /* the protocol, not the keys */
     s_cfg.scaler.max = 4;
     snprintf(s_cfg.endpoints.executor_control, CFG_STR, "inproc://ctl-%s", tag);
     snprintf(s_cfg.endpoints.executor_events, CFG_STR, "inproc://ev-%s", tag);

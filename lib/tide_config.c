@@ -51,6 +51,12 @@ static const centry_t s_schema[] = {
     {"redis.reader_password_file", T_PATH, "", F(redis.reader_password_file), 0, 0, NULL,
      "file holding reader_user's password (one line; keep it 0600); required with the user"},
 
+    {"bus.curve", T_ENUM, "on", F(bus.curve), 0, 0, "on|off",
+     "CURVE on every bus socket: only holders of the keys in keys_dir may connect (off: any "
+     "local process can; refused for an endpoint off loopback)"},
+    {"bus.keys_dir", T_PATH, "../run/keys", F(bus.keys_dir), 0, 0, NULL,
+     "the components' key pairs, made by `tidectl keys init DIR` (secret/ is 0600)"},
+
     {"endpoints.stats", T_ENDPOINT, "tcp://127.0.0.1:7101", F(endpoints.stats), 0, 0, NULL,
      "ProxyStats: tide-metrics binds (SUB), every proxy connects (PUB)"},
     {"endpoints.metrics", T_ENDPOINT, "tcp://127.0.0.1:7102", F(endpoints.metrics), 0, 0, NULL,
@@ -289,6 +295,17 @@ static const char *s_set(const centry_t *e, tide_config_t *cfg, const char *text
         return "too long";
     snprintf(field, e->size, "%s", text);
     return NULL;
+}
+
+/* True for an endpoint only this host can reach: ipc://, inproc://, or tcp:// on 127.x, ::1 or
+ * localhost. */
+static bool s_loopback(const char *ep)
+{
+    if (strncmp(ep, "tcp://", 6) != 0)
+        return true;
+    const char *host = ep + 6;
+    return strncmp(host, "127.", 4) == 0 || strncmp(host, "localhost:", 10) == 0 ||
+           strncmp(host, "[::1]:", 6) == 0;
 }
 
 int config_split_addr(const char *addr, char *host, size_t hostlen, int *port)
@@ -644,6 +661,18 @@ int config_load(const char *path, tide_config_t *cfg, char *err, size_t errlen)
     if (cfg->app.health_path[0] != '/') {
         snprintf(err, errlen, "%s: app.health_path must start with '/'", path);
         return -EINVAL;
+    }
+    if (strcmp(cfg->bus.curve, "off") == 0) {
+        for (size_t i = 0; i < SCHEMA_N; i++) {
+            const char *ep = (const char *)cfg + s_schema[i].offset;
+            if (s_schema[i].type == T_ENDPOINT && !s_loopback(ep)) {
+                snprintf(err, errlen,
+                         "%s: %s: %s is not on loopback, and bus.curve is off: anyone who "
+                         "reaches it could drive tide",
+                         path, s_schema[i].name, ep);
+                return -EINVAL;
+            }
+        }
     }
     for (size_t i = 0; i < SCHEMA_N; i++) {
         if (s_schema[i].type != T_PATH)

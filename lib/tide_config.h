@@ -43,6 +43,11 @@ typedef struct {
     } redis;
 
     struct {
+        char curve[8];           /* "on" or "off" (lib/tide_curve.h) */
+        char keys_dir[CFG_PATH]; /* public/<role>.key, secret/<role>.key_secret */
+    } bus;
+
+    struct {
         char stats[CFG_STR];            /* tide-metrics binds SUB, proxies connect PUB */
         char metrics[CFG_STR];          /* tide-metrics binds PUB */
         char scaler_events[CFG_STR];    /* tide-scaler binds PUB */

@@ -344,6 +344,8 @@ int msg_parse(zmsg_t *zm, msg_in_t *in)
 {
     in->msg = NULL;
     in->topic[0] = '\0';
+    const char *peer = zmsg_size(zm) ? zframe_meta(zmsg_first(zm), "User-Id") : NULL;
+    snprintf(in->peer, sizeof in->peer, "%s", peer ? peer : "");
     if (zmsg_size(zm) != 2)
         return s_drop("frame-count", "expected [topic][payload]");
     zframe_t *tf = zmsg_first(zm);

@@ -79,6 +79,7 @@ int msg_send(zsock_t *sock, const char *topic, const ProtobufCMessage *msg);
 typedef struct {
     char topic[64];
     ProtobufCMessage *msg; /* owned: free with msg_in_free */
+    char peer[48];         /* the sender's CURVE public key (User-Id), "" without CURVE */
 } msg_in_t;
 
 /* Receives one message from sock (call when the poller says it is readable). On success

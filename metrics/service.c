@@ -11,6 +11,7 @@
 #include "prom.h"
 #include "tide_clock.h"
 #include "tide_log.h"
+#include "tide_curve.h"
 #include "tide_profiles.h"
 
 /* Messages read from one socket per wakeup before timers get a look in. */
@@ -26,7 +27,9 @@ typedef struct {
     Tide__V1__MetricsSnapshot *last;
 } service_t;
 
-static zsock_t *s_socket(int type, const char *endpoint, bool bind, const char *what)
+/* server: the role that binds endpoint (this one when bind). */
+static zsock_t *s_socket(const tide_config_t *cfg, int type, const char *endpoint, bool bind,
+                         const char *server, const char *what)
 {
     zsock_t *sock = zsock_new(type);
     if (!sock) {
@@ -34,7 +37,10 @@ static zsock_t *s_socket(int type, const char *endpoint, bool bind, const char *
         return NULL;
     }
     msg_socket_limits(sock); /* PUB too: subscriptions come in on it */
-    int rc = bind ? zsock_bind(sock, "%s", endpoint) : zsock_connect(sock, "%s", endpoint);
+    int rc = bind ? bus_secure_server(sock, cfg, BUS_ROLE_METRICS, endpoint)
+                  : bus_secure_client(sock, cfg, BUS_ROLE_METRICS, server);
+    if (rc == 0)
+        rc = bind ? zsock_bind(sock, "%s", endpoint) : zsock_connect(sock, "%s", endpoint);
     if (rc == -1) {
         char q[300];
         log_error(bind ? "cannot bind" : "cannot connect", "socket=%s endpoint=%s error=%s", what,
@@ -163,13 +169,14 @@ int service_run(const tide_config_t *cfg, msg_sender_t *sender)
     }
     zpoller_t *poller = NULL;
     char err[512], q[4][300];
-    self.stats = s_socket(ZMQ_SUB, cfg->endpoints.stats, true, "stats");
-    self.pub = s_socket(ZMQ_PUB, cfg->endpoints.metrics, true, "metrics");
+    self.stats = s_socket(cfg, ZMQ_SUB, cfg->endpoints.stats, true, NULL, "stats");
+    self.pub = s_socket(cfg, ZMQ_PUB, cfg->endpoints.metrics, true, NULL, "metrics");
     /* Every scaler's events (config scalers:), on the one socket: whichever leads is heard. */
     const char *events[CFG_SCALERS_MAX];
     size_t n_events = config_scaler_list(cfg, true, events);
-    self.scaler = s_socket(ZMQ_SUB, events[0], false, "scaler_events");
-    self.executor = s_socket(ZMQ_SUB, cfg->endpoints.executor_events, false, "executor_events");
+    self.scaler = s_socket(cfg, ZMQ_SUB, events[0], false, BUS_ROLE_SCALER, "scaler_events");
+    self.executor = s_socket(cfg, ZMQ_SUB, cfg->endpoints.executor_events, false, BUS_ROLE_EXECUTOR,
+                             "executor_events");
     if (!self.stats || !self.pub || !self.scaler || !self.executor)
         goto done;
     for (size_t i = 0; i < n_events; i++) {

@@ -8,6 +8,7 @@
 
 #include "tide_clock.h"
 #include "tide_log.h"
+#include "tide_curve.h"
 #include "tide_msg.h"
 
 pool_t *pool_new(uint64_t version, const pool_entry_t *entries, size_t n)
@@ -152,9 +153,15 @@ static void s_watcher(zsock_t *pipe, void *arg)
     if (sub) {
         msg_socket_limits(sub);
         zsock_set_subscribe(sub, TOPIC_SCALER_POOL);
-        /* Every scaler's events (config scalers:): whichever leads is heard. */
+        /* Every scaler's events (config scalers:): whichever leads is heard. The keys apply
+         * to every connect after them (all scalers share the scaler's key). */
         const char *events[CFG_SCALERS_MAX];
         size_t n = config_scaler_list(cfg, true, events);
+        if (sub && bus_secure_client(sub, cfg, BUS_ROLE_PROXY, BUS_ROLE_SCALER) != 0) {
+            log_error("cannot use the bus keys for scaler events; polling Redis only",
+                      "endpoint=%s", events[0]);
+            zsock_destroy(&sub);
+        }
         for (size_t i = 0; i < n && sub; i++) {
             if (zsock_connect(sub, "%s", events[i]) != 0) {
                 log_error("cannot connect to scaler events; polling Redis only", "endpoint=%s",

@@ -8,6 +8,7 @@
 
 #include "tide_clock.h"
 #include "tide_log.h"
+#include "tide_curve.h"
 
 #define LINGER_MS  10000 /* keep listing a drained instance this long */
 #define LINGER_MAX 1024  /* unused records kept past that many are freed once listed idle */
@@ -318,7 +319,8 @@ static void s_publisher(zsock_t *pipe, void *arg)
         zsock_set_sndhwm(pub, 16);
         msg_socket_limits(pub); /* subscriptions come in on it */
     }
-    if (!pub || zsock_connect(pub, "%s", a->cfg->endpoints.stats) != 0) {
+    if (!pub || bus_secure_client(pub, a->cfg, BUS_ROLE_PROXY, BUS_ROLE_METRICS) ||
+        zsock_connect(pub, "%s", a->cfg->endpoints.stats) != 0) {
         log_error("cannot connect the stats socket", "endpoint=%s", a->cfg->endpoints.stats);
         zsock_destroy(&pub);
         zsock_signal(pipe, 1);

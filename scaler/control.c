@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tide_curve.h"
 #include "tide_log.h"
 
 void control_status_fill(control_status_t *cs, fsm_t *fsm, const control_ctx_t *ctx)
@@ -128,6 +129,12 @@ int control_serve(zsock_t *rep, fsm_t *fsm, const control_ctx_t *ctx, uint64_t n
     if (rc != 0 || strcmp(in.topic, TOPIC_CONTROL_REQ) != 0) {
         msg_in_free(&in);
         return s_reply(rep, ctx, false, "malformed request", NULL, NULL);
+    }
+    if (!bus_peer_is(in.peer, ctx->cfg, BUS_ROLE_TIDECTL)) {
+        msg_in_free(&in);
+        log_once_per_kind("control-not-allowed", "refused a control request",
+                          "the sender's key is not tidectl's");
+        return s_reply(rep, ctx, false, "not allowed to control: only tidectl's key", NULL, NULL);
     }
     const Tide__V1__ControlRequest *req = (const Tide__V1__ControlRequest *)in.msg;
     if (!fsm) {

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tide_curve.h"
 #include "tide_log.h"
 
 typedef struct {
@@ -19,6 +20,7 @@ struct _exec_client_t {
     char endpoint[256];
     int timeout_ms, max_tries;
     msg_sender_t *sender;
+    const tide_config_t *cfg; /* the bus keys */
     zsock_t *sock;
     req_t queue[EXEC_CLIENT_QUEUE];
     size_t head, n; /* ring buffer; queue[head] is in flight once sent */
@@ -28,7 +30,7 @@ struct _exec_client_t {
 };
 
 exec_client_t *exec_client_new(const char *endpoint, int timeout_ms, int max_tries,
-                               msg_sender_t *sender)
+                               msg_sender_t *sender, const tide_config_t *cfg)
 {
     exec_client_t *self = calloc(1, sizeof *self);
     if (!self)
@@ -37,6 +39,7 @@ exec_client_t *exec_client_new(const char *endpoint, int timeout_ms, int max_tri
     self->timeout_ms = timeout_ms;
     self->max_tries = max_tries < 1 ? 1 : max_tries;
     self->sender = sender;
+    self->cfg = cfg;
     return self;
 }
 
@@ -55,7 +58,8 @@ static int s_open(exec_client_t *self)
     /* Unsent requests must not keep the process alive at exit or pile up across reopens. */
     zsock_set_linger(self->sock, 0);
     msg_socket_limits(self->sock);
-    if (zsock_connect(self->sock, "%s", self->endpoint) != 0) {
+    if (bus_secure_client(self->sock, self->cfg, BUS_ROLE_SCALER, BUS_ROLE_EXECUTOR) ||
+        zsock_connect(self->sock, "%s", self->endpoint) != 0) {
         log_error("cannot connect to the executor", "endpoint=%s", self->endpoint);
         s_close(self);
         return -EINVAL;

@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tide_config.h"
 #include "tide_msg.h"
 
 #define EXEC_CLIENT_QUEUE 8
@@ -28,7 +29,7 @@ typedef struct {
 /* Creates a client for endpoint. sender stamps the headers and must outlive the client. NULL on
  * OOM. Nothing connects until the first request. */
 exec_client_t *exec_client_new(const char *endpoint, int timeout_ms, int max_tries,
-                               msg_sender_t *sender);
+                               msg_sender_t *sender, const tide_config_t *cfg);
 
 /* Closes the socket, drops queued requests, frees *self_p and sets it to NULL; NULL is fine. */
 void exec_client_destroy(exec_client_t **self_p);

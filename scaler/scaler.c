@@ -17,6 +17,7 @@
 #include "profiler.h"
 #include "store.h"
 #include "tide_clock.h"
+#include "tide_curve.h"
 #include "tide_log.h"
 #include "tide_msg.h"
 
@@ -609,7 +610,7 @@ scaler_t *scaler_new(const tide_config_t *cfg, const char *id)
         log_warn("only app.host is taken as an instance address in lists", "err=%s",
                  log_quote(pq, sizeof pq, perr));
     self->exec = exec_client_new(cfg->endpoints.executor_control, cfg->scaler.request_timeout_ms,
-                                 EXEC_TRIES, &self->sender);
+                                 EXEC_TRIES, &self->sender, cfg);
     if (!self->pub || !self->rep || !self->sub_metrics || !self->sub_exec || !self->store ||
         !self->lease || !self->drain || !self->fsm || !self->exec || !self->profiler ||
         !self->placement) {
@@ -630,21 +631,25 @@ scaler_t *scaler_new(const tide_config_t *cfg, const char *id)
         scaler_destroy(&self);
         return NULL;
     }
-    if (zsock_bind(self->pub, "%s", events) < 0) {
+    if (bus_secure_server(self->pub, cfg, BUS_ROLE_SCALER, events) ||
+        zsock_bind(self->pub, "%s", events) < 0) {
         log_error("cannot bind", "endpoint=%s key=%s err=\"%s\"", events,
                   cfg->n_scalers ? "scalers[].events" : "endpoints.scaler_events",
                   zmq_strerror(zmq_errno()));
         scaler_destroy(&self);
         return NULL;
     }
-    if (zsock_bind(self->rep, "%s", control) < 0) {
+    if (bus_secure_server(self->rep, cfg, BUS_ROLE_SCALER, control) ||
+        zsock_bind(self->rep, "%s", control) < 0) {
         log_error("cannot bind", "endpoint=%s key=%s err=\"%s\"", control,
                   cfg->n_scalers ? "scalers[].control" : "endpoints.scaler_control",
                   zmq_strerror(zmq_errno()));
         scaler_destroy(&self);
         return NULL;
     }
-    if (zsock_connect(self->sub_metrics, "%s", cfg->endpoints.metrics) != 0 ||
+    if (bus_secure_client(self->sub_metrics, cfg, BUS_ROLE_SCALER, BUS_ROLE_METRICS) ||
+        bus_secure_client(self->sub_exec, cfg, BUS_ROLE_SCALER, BUS_ROLE_EXECUTOR) ||
+        zsock_connect(self->sub_metrics, "%s", cfg->endpoints.metrics) != 0 ||
         zsock_connect(self->sub_exec, "%s", cfg->endpoints.executor_events) != 0) {
         log_error("cannot connect", "metrics=%s executor_events=%s", cfg->endpoints.metrics,
                   cfg->endpoints.executor_events);
@@ -700,8 +705,9 @@ static int s_fresh_fsm(scaler_t *self)
     profiler_config_from_tide(&pcfg, self->cfg);
     self->profiler = profiler_new(&pcfg);
     self->fsm = fsm_new(&self->fcfg);
-    self->exec = exec_client_new(self->cfg->endpoints.executor_control,
-                                 self->cfg->scaler.request_timeout_ms, EXEC_TRIES, &self->sender);
+    self->exec =
+        exec_client_new(self->cfg->endpoints.executor_control, self->cfg->scaler.request_timeout_ms,
+                        EXEC_TRIES, &self->sender, self->cfg);
     self->store_dirty = self->pool_dirty = self->send_pending = false;
     self->store_down_logged = false;
     self->pub_n_stopping = 0;

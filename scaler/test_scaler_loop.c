@@ -570,6 +570,7 @@ static int setup(void **state)
         return -1;
     fprintf(f,
             "service: loop\n"
+            "bus:\n  curve: off\n" /* the fixtures' sockets are plain */
             "redis:\n  port: %d\n  connect_timeout_ms: 200\n  command_timeout_ms: 500\n"
             "endpoints:\n  metrics: %s\n  scaler_events: %s\n  scaler_control: %s\n"
             "  executor_control: %s\n  executor_events: %s\n"

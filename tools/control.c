@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "tide_clock.h"
+#include "tide_curve.h"
 #include "tidectl.h"
 
 int ctl_request(const ctl_t *ctl, const char *peer, const char *endpoint, const char *topic,
@@ -24,7 +25,8 @@ int ctl_request(const ctl_t *ctl, const char *peer, const char *endpoint, const 
     zsock_set_sndtimeo(sock, timeout);
     int status = CTL_FAIL;
     zpoller_t *poller = NULL;
-    if (zsock_connect(sock, "%s", endpoint) != 0) {
+    if (bus_secure_client(sock, ctl->cfg, BUS_ROLE_TIDECTL, peer) ||
+        zsock_connect(sock, "%s", endpoint) != 0) {
         fprintf(ctl->err, "tidectl: cannot connect to %s at %s: %s\n", peer, endpoint,
                 zmq_strerror(zmq_errno()));
         goto done;

@@ -399,6 +399,7 @@ static void test_requests(void **state)
 
         tide_config_t cfg;
         config_defaults(&cfg);
+        snprintf(cfg.bus.curve, sizeof cfg.bus.curve, "off"); /* plain fake peers */
         s_endpoint(cfg.endpoints.scaler_control, sizeof cfg.endpoints.scaler_control, port);
         s_endpoint(cfg.endpoints.executor_control, sizeof cfg.endpoints.executor_control, port);
         msg_sender_t sender;
@@ -487,6 +488,7 @@ static void test_watch(void **state)
     publishers_t p = {zsock_new(ZMQ_PUB), zsock_new(ZMQ_PUB), zsock_new(ZMQ_PUB)};
     tide_config_t cfg;
     config_defaults(&cfg);
+    snprintf(cfg.bus.curve, sizeof cfg.bus.curve, "off"); /* plain fake peers */
     s_endpoint(cfg.endpoints.metrics, CFG_STR, zsock_bind(p.metrics, "tcp://127.0.0.1:*"));
     s_endpoint(cfg.endpoints.scaler_events, CFG_STR, zsock_bind(p.scaler, "tcp://127.0.0.1:*"));
     s_endpoint(cfg.endpoints.executor_events, CFG_STR, zsock_bind(p.executor, "tcp://127.0.0.1:*"));
@@ -618,7 +620,8 @@ static void test_command_line(void **state)
     int port = s_free_port();
     s_endpoint(nowhere, sizeof nowhere, port);
     FILE *f = fopen(good, "w");
-    fprintf(f, "endpoints:\n  scaler_control: %s\n  metrics: %s\n", nowhere, nowhere);
+    fprintf(f, "bus:\n  curve: off\nendpoints:\n  scaler_control: %s\n  metrics: %s\n", nowhere,
+            nowhere);
     fclose(f);
     f = fopen(bad, "w");
     fputs("metrics:\n  stable_window: 60\n", f);

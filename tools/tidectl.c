@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "tide_curve.h"
 #include "tide_log.h"
 #include "tide_profiles.h"
 #include "tidectl.h"
@@ -35,6 +36,7 @@ static void s_usage(FILE *out)
           "                     write a profile's flamegraph (or its differential, folded\n"
           "                     stacks, crash stack) to FILE or stdout\n"
           "  config-default     print the default tide.yml, every key commented\n"
+          "  keys init DIR      make the bus key pairs under DIR (keeps existing ones)\n"
           "  check-config       load the config and say whether it is valid\n"
           "\n"
           "options:\n"
@@ -205,6 +207,16 @@ int main(int argc, char **argv)
             return s_bad("config-default takes no arguments");
         config_write_default(stdout);
         return fflush(stdout) == 0 ? CTL_OK : CTL_FAIL;
+    }
+    if (strcmp(command, "keys") == 0) {
+        if (nargs != 2 || strcmp(args[0], "init") != 0)
+            return s_bad("usage: tidectl keys init DIR");
+        char err[CFG_PATH + 128];
+        if (bus_keys_init(args[1], err, sizeof err) != 0) {
+            fprintf(stderr, "tidectl: %s\n", err);
+            return CTL_FAIL;
+        }
+        return CTL_OK;
     }
 
     bool watch = strcmp(command, "watch") == 0;

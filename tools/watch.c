@@ -4,6 +4,7 @@
 #include <time.h>
 
 #include "tide_clock.h"
+#include "tide_curve.h"
 #include "tide_log.h"
 #include "tidectl.h"
 
@@ -87,13 +88,14 @@ void ctl_print_message(FILE *out, const char *topic, ProtobufCMessage *msg, bool
         ctl_print_tail(out, rec);
 }
 
-static zsock_t *s_sub(const ctl_t *ctl, const char *endpoint, const char *const *topics,
-                      size_t n_topics)
+static zsock_t *s_sub(const ctl_t *ctl, const char *endpoint, const char *server,
+                      const char *const *topics, size_t n_topics)
 {
     zsock_t *sock = zsock_new(ZMQ_SUB);
     if (sock)
         msg_socket_limits(sock);
-    if (!sock || zsock_connect(sock, "%s", endpoint) != 0) {
+    if (!sock || bus_secure_client(sock, ctl->cfg, BUS_ROLE_TIDECTL, server) ||
+        zsock_connect(sock, "%s", endpoint) != 0) {
         fprintf(ctl->err, "tidectl: cannot connect to %s: %s\n", endpoint,
                 zmq_strerror(zmq_errno()));
         zsock_destroy(&sock);
@@ -113,11 +115,12 @@ int ctl_watch(const ctl_t *ctl, const char *const *topics, size_t n_topics, unsi
     const char *events[CFG_SCALERS_MAX];
     size_t n_events = config_scaler_list(cfg, true, events);
     const char *endpoints[3] = {cfg->endpoints.metrics, events[0], cfg->endpoints.executor_events};
+    const char *servers[3] = {BUS_ROLE_METRICS, BUS_ROLE_SCALER, BUS_ROLE_EXECUTOR};
     zsock_t *socks[3] = {NULL, NULL, NULL};
     zpoller_t *poller = NULL;
     int status = CTL_FAIL;
     for (int i = 0; i < 3; i++)
-        if (!(socks[i] = s_sub(ctl, endpoints[i], topics, n_topics)))
+        if (!(socks[i] = s_sub(ctl, endpoints[i], servers[i], topics, n_topics)))
             goto done;
     for (size_t i = 0; i < n_events; i++)
         if (i > 0 && zsock_connect(socks[1], "%s", events[i]) != 0) {

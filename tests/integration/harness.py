@@ -25,6 +25,7 @@ import time
 
 import redis
 import zmq
+import zmq.auth
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -367,12 +368,39 @@ class Proc:
         self.popen.wait(5)
 
 
+def bus_keys(tmp):
+    """The bus section of a test stack: CURVE on, with key pairs made by `tidectl keys init`
+    under tmp/keys (what scripts/run-tide does on first run). $TIDE_TIDECTL names the tidectl
+    to make them with when TIDE_BIN_DIR has none (tests/tsan builds only the proxy)."""
+    keys = os.path.join(tmp, "keys")
+    subprocess.run([os.environ.get("TIDE_TIDECTL") or binary("tidectl"), "keys", "init", keys],
+                   check=True)
+    return {"curve": "on", "keys_dir": keys}
+
+
+def bus_secure(sock, keys_dir, role, server_role=None):
+    """Gives a pyzmq socket role's tide key pair, as the CURVE server of its endpoint
+    (server_role None) or as a client of server_role's. keys_dir None (bus.curve off): plain.
+    Call before bind/connect. Returns sock."""
+    if keys_dir:
+        pub, sec = zmq.auth.load_certificate(
+            os.path.join(keys_dir, "secret", role + ".key_secret"))
+        sock.curve_publickey, sock.curve_secretkey = pub, sec
+        if server_role is None:
+            sock.curve_server = True
+        else:
+            sock.curve_serverkey = zmq.auth.load_certificate(
+                os.path.join(keys_dir, "public", server_role + ".key"))[0]
+    return sock
+
+
 def stack_config(ports, base_port, max_instances, tmp, service="it"):
     """The tide.yml every test stack starts from (as a dict of sections): short windows and
     timeouts so scenarios run in seconds, the sample app as the service, the fake executor's
     defaults. ports: the names below to free ports. tests/e2e builds on it."""
     return {
         "service": service,
+        "bus": bus_keys(tmp),
         "redis": {"host": "127.0.0.1", "port": ports["redis"],
                   "connect_timeout_ms": 300, "command_timeout_ms": 1000},
         "endpoints": {k: "tcp://127.0.0.1:%d" % ports[k] for k in (
@@ -436,6 +464,12 @@ class Stack:
         self._fake_ctx = zmq.Context.instance()
 
     # ---- configuration ----
+
+    @property
+    def keys_dir(self):
+        """The bus keys for pyzmq sockets (bus_secure), or None when bus.curve is off."""
+        bus = self.cfg.get("bus", {})
+        return bus.get("keys_dir") if bus.get("curve") == "on" else None
 
     def endpoint(self, key):
         return "tcp://127.0.0.1:%d" % self.ports[key]

@@ -15,7 +15,7 @@ import mmap
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from harness import metrics_snapshot, pb_field, pb_header
+from harness import bus_secure, metrics_snapshot, pb_field, pb_header
 
 MB = 1 << 20
 HUGE = 400 * MB                 # the frame of the issue
@@ -36,8 +36,8 @@ def proc_status(pid, key):
 class StatsPeer:
     """An XPUB connected to tide-metrics' stats endpoint, with a monitor for its connection."""
 
-    def __init__(self, ctx, endpoint):
-        self.sock = ctx.socket(zmq.XPUB)
+    def __init__(self, ctx, endpoint, keys):
+        self.sock = bus_secure(ctx.socket(zmq.XPUB), keys, "proxy", "metrics")
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.XPUB_VERBOSE, 1)
         self.monitor = self.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
@@ -87,8 +87,8 @@ def test_bus_limits(make_stack):
     peers = []
     huge = None
     try:
-        honest = StatsPeer(ctx, st.endpoint("stats"))
-        attacker = StatsPeer(ctx, st.endpoint("stats"))
+        honest = StatsPeer(ctx, st.endpoint("stats"), st.keys_dir)
+        attacker = StatsPeer(ctx, st.endpoint("stats"), st.keys_dir)
         peers += [honest, attacker]
         st.wait_until(honest.subscribed, 15, "tide-metrics subscribes on the honest peer")
         st.wait_until(attacker.subscribed, 15, "tide-metrics subscribes on the attacker")

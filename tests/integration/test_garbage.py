@@ -25,11 +25,12 @@ garbage replies on it; the sample app is not on the bus.
 import os
 import random
 import re
+import time
 
 import zmq
 
-from harness import (PUBSUB_TOPICS, binary, free_port, metrics_snapshot, pb_field,
-                     pb_header, prometheus_value, random_bytes)
+from harness import (PUBSUB_TOPICS, binary, bus_secure, free_port, metrics_snapshot, pb_field,
+                     pb_header, port_is_free, prometheus_value, random_bytes)
 from load import Load
 
 DROP_LINE = "dropped a malformed message"
@@ -74,9 +75,9 @@ def garbage_for(prefix, kinds):
 class GarbagePub:
     """An XPUB bound where a real publisher would be; learns its subscribers' filters."""
 
-    def __init__(self, ctx, endpoint):
+    def __init__(self, ctx, endpoint, keys, role):
         self.endpoint = endpoint
-        self.sock = ctx.socket(zmq.XPUB)
+        self.sock = bus_secure(ctx.socket(zmq.XPUB), keys, role)  # the real publisher's key
         self.sock.setsockopt(zmq.XPUB_VERBOSE, 1)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.SNDHWM, 100000)
@@ -100,7 +101,13 @@ class GarbagePub:
         return n
 
     def close(self):
+        """Closes the XPUB and waits (up to 5 s) until its port is free for the real
+        publisher: libzmq closes a listener in its I/O thread, after close() returns."""
         self.sock.close(0)
+        port = int(self.endpoint.rsplit(":", 1)[1])
+        deadline = time.monotonic() + 5
+        while not port_is_free(port) and time.monotonic() < deadline:
+            time.sleep(0.02)
 
 
 def drop_kinds(proc):
@@ -109,9 +116,10 @@ def drop_kinds(proc):
         ln for ln in proc.stderr().splitlines() if DROP_LINE in ln)))
 
 
-def req_garbage(ctx, endpoint, frames, timeout=3.0):
-    """Sends frames on a fresh REQ; returns the reply frames, or None on no reply."""
-    s = ctx.socket(zmq.REQ)
+def req_garbage(ctx, endpoint, frames, timeout=3.0, keys=None, server=None):
+    """Sends frames on a fresh REQ (with tidectl's key for server's endpoint when keys is
+    given); returns the reply frames, or None on no reply."""
+    s = bus_secure(ctx.socket(zmq.REQ), keys, "tidectl", server) if server else ctx.socket(zmq.REQ)
     s.setsockopt(zmq.LINGER, 0)
     try:
         s.connect(endpoint)
@@ -132,7 +140,7 @@ REQ_GARBAGE = [
 ]
 
 
-def rep_checks(st, ctx, endpoint, topic, reply_topic, who):
+def rep_checks(st, ctx, endpoint, topic, reply_topic, who, server):
     """Every garbage request on a REP gets an error reply [reply_topic][...malformed
     request...] and the socket keeps answering."""
     msgs = REQ_GARBAGE + [
@@ -143,11 +151,12 @@ def rep_checks(st, ctx, endpoint, topic, reply_topic, who):
     # Oversized: a REP may cap the message size (ZMQ_MAXMSGSIZE), and then libzmq drops the
     # connection without the message ever reaching the program: no reply is fine then, as
     # long as the socket keeps answering (the caller checks with a valid request).
-    rep = req_garbage(ctx, endpoint, [topic, b"\x01" * (5 << 20)])
+    rep = req_garbage(ctx, endpoint, [topic, b"\x01" * (5 << 20)], keys=st.keys_dir,
+                      server=server)
     assert rep is None or (rep[0] == reply_topic and b"malformed request" in rep[1]), \
         "%s: reply to an oversized request: %r" % (who, [f[:60] for f in rep])
     for frames in msgs:
-        rep = req_garbage(ctx, endpoint, frames)
+        rep = req_garbage(ctx, endpoint, frames, keys=st.keys_dir, server=server)
         assert rep is not None, "%s: no reply to garbage %r (a REP that does not answer is " \
             "stuck)\n%s" % (who, [f[:20] for f in frames], st.logs_tail())
         assert len(rep) == 2 and rep[0] == reply_topic, "%s: reply to garbage %r is %r, " \
@@ -178,8 +187,8 @@ def test_garbage(make_stack):
 
 def run_phases(st, ctx):
     # ---- phase 0: proxy, metrics and tidectl watch subscribe to our XPUBs ----------------
-    xs = GarbagePub(ctx, st.endpoint("scaler_events"))
-    xe = GarbagePub(ctx, st.endpoint("executor_events"))
+    xs = GarbagePub(ctx, st.endpoint("scaler_events"), st.keys_dir, "scaler")
+    xe = GarbagePub(ctx, st.endpoint("executor_events"), st.keys_dir, "executor")
     metrics0 = st.daemon("tide-metrics")
     proxy = st.daemon("tide-proxy")
     st.proxy = proxy
@@ -215,7 +224,7 @@ def run_phases(st, ctx):
     assert rc == 0, "tide-metrics exited %r on SIGTERM" % rc
 
     # ---- phase A: the scaler's SUBs (metrics, executor_events) -----------------------------
-    xm = GarbagePub(ctx, st.endpoint("metrics"))
+    xm = GarbagePub(ctx, st.endpoint("metrics"), st.keys_dir, "metrics")
     st.scaler = st.daemon("tide-scaler")
     st.wait_until(lambda: len(xm.poll_subs()) > 0, 15, "the scaler subscribes to our "
                   "metrics XPUB")
@@ -241,7 +250,7 @@ def run_phases(st, ctx):
     st.wait_ready(timeout=40)
 
     # metrics' stats SUB binds: connect a PUB of ours and spray until it counts.
-    pub = ctx.socket(zmq.PUB)
+    pub = bus_secure(ctx.socket(zmq.PUB), st.keys_dir, "proxy", "metrics")
     pub.setsockopt(zmq.LINGER, 0)
     pub.connect(st.endpoint("stats"))
 
@@ -261,12 +270,12 @@ def run_phases(st, ctx):
 
     # REP sockets.
     rep_checks(st, ctx, st.endpoint("scaler_control"), b"scaler.control",
-               b"scaler.control.reply", "tide-scaler scaler_control")
+               b"scaler.control.reply", "tide-scaler scaler_control", "scaler")
     assert st.status()["state"] in ("STATE_IDLE", "STATE_UP"), "tidectl status after garbage"
     rep_checks(st, ctx, st.endpoint("executor_control"), b"exec.request", b"exec.reply",
-               "tide-fake-executor executor_control")
+               "tide-fake-executor executor_control", "executor")
     rep = req_garbage(ctx, st.endpoint("executor_control"),
-                      [b"exec.request", exec_status_request()])
+                      [b"exec.request", exec_status_request()], keys=st.keys_dir, server="executor")
     assert rep and rep[0] == b"exec.reply" and b"unknown job" in rep[1], \
         "fake executor: JOB_STATUS for an unknown job after garbage: %r" % rep
     for junk in ([b"\xff\xfe\x00"], [b"fail", b"2", b"x"], [b""], [b"fail many"]):
@@ -284,10 +293,13 @@ def run_phases(st, ctx):
     path2 = st.write_config(os.path.join(st.tmp, "executor.yml"), cfg2)
     executor = st.daemon("tide-executor", config=path2)
     ep = "tcp://127.0.0.1:%d" % ex_ports["executor_control"]
-    st.wait_until(lambda: req_garbage(ctx, ep, [b"exec.request", exec_status_request()], 1.0),
+    st.wait_until(lambda: req_garbage(ctx, ep, [b"exec.request", exec_status_request()], 1.0,
+                                      keys=st.keys_dir, server="executor"),
                   15, "tide-executor answers on its executor_control")
-    rep_checks(st, ctx, ep, b"exec.request", b"exec.reply", "tide-executor executor_control")
-    rep = req_garbage(ctx, ep, [b"exec.request", exec_status_request()])
+    rep_checks(st, ctx, ep, b"exec.request", b"exec.reply", "tide-executor executor_control",
+               "executor")
+    rep = req_garbage(ctx, ep, [b"exec.request", exec_status_request()], keys=st.keys_dir,
+                      server="executor")
     assert rep and b"unknown job" in rep[1], "tide-executor JOB_STATUS after garbage: %r" % rep
 
     for p, who in ((st.scaler, "tide-scaler"), (st.fake, "tide-fake-executor"),

@@ -142,9 +142,10 @@ class ProxyStack:
         return http_request(self.port, "GET", path, timeout=timeout)
 
     def stats_sub(self):
-        """A SUB socket bound where the proxy publishes (endpoints.stats)."""
+        """A SUB socket bound where the proxy publishes (endpoints.stats), as tide-metrics: with
+        its key when bus.curve is on."""
         ctx = zmq.Context.instance()
-        s = ctx.socket(zmq.SUB)
+        s = harness.bus_secure(ctx.socket(zmq.SUB), self.st.keys_dir, "metrics")
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.SUBSCRIBE, b"stats")
         s.bind(self.st.endpoint("stats"))
