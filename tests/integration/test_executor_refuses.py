@@ -15,7 +15,7 @@ import time
 
 import zmq
 
-from harness import pb_field, pb_header
+from harness import bus_secure, pb_field, pb_header
 
 JOB_LIST, JOB_STATUS = 4, 5
 
@@ -68,13 +68,15 @@ def exec_reply(frames):
 
 
 class ExecClient:
-    """A REQ socket on executor_control: one request, one reply."""
+    """A REQ socket on executor_control, with the scaler's bus key (the executor acts on the
+    scaler's and tidectl's only): one request, one reply."""
 
-    def __init__(self, endpoint):
+    def __init__(self, st):
         self.ctx = zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.REQ)
         self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.connect(endpoint)
+        bus_secure(self.sock, st.keys_dir, "scaler", "executor")
+        self.sock.connect(st.endpoint("executor_control"))
         self.seq = 0
 
     def ask(self, kind, job_id, timeout=5.0):
@@ -128,7 +130,7 @@ def test_max_jobs_bounds_a_burst(make_stack):
                                "max_jobs": MAX_JOBS, "driver": "process"})
     st.write_config()
     executor = st.daemon("tide-executor")
-    client = ExecClient(st.endpoint("executor_control"))
+    client = ExecClient(st)
     try:
         st.wait_until(lambda: client.ask(JOB_STATUS, "nothing", 1.0)[1] == "unknown job", 15,
                       "tide-executor answers on executor_control")
@@ -193,7 +195,7 @@ def test_job_id_taken_by_a_list(make_stack):
     seen = set(re.findall(r"job sent\" job_id=(\S+)", st.scaler.stderr()))
     assert seen == {prefix + "-1", prefix + "-2"}, seen
     taken = prefix + "-3"
-    client = ExecClient(st.endpoint("executor_control"))
+    client = ExecClient(st)
     try:
         base = st.fake_stats()
         ok, reason, rec = client.ask(JOB_LIST, taken)
@@ -271,7 +273,7 @@ def test_scaler_retries_when_the_executor_is_busy(make_stack):
     st = make_stack("exec_busy", max_instances=6, executor={"max_jobs": 2})
     st.start_stack()
     mon = st.start_monitor()
-    client = ExecClient(st.endpoint("executor_control"))
+    client = ExecClient(st)
     try:
         # Two slow lists from someone else take both slots.
         assert st.fake_cmd("delay 3000") == "ok"
