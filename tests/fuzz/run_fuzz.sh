@@ -28,7 +28,7 @@ $CC -g -O1 -std=gnu11 -D_GNU_SOURCE -Wall -Wextra \
     -I"$PROXY" -I"$LIB" -I"$PROTO" $(pkg-config --cflags $PKGS) \
     "$SRC/tests/fuzz/fuzz_proxy.c" \
     $PROXY_SRCS \
-    "$LIB/tide_config.c" "$LIB/tide_hist.c" "$LIB/tide_log.c" "$LIB/tide_msg.c" \
+    "$LIB/tide_config.c" "$LIB/tide_curve.c" "$LIB/tide_hist.c" "$LIB/tide_log.c" "$LIB/tide_msg.c" \
     "$LIB/tide_redis.c" "$LIB/tide_window.c" "$PROTO/tide.pb-c.c" \
     $(pkg-config --libs $PKGS) -lhttp_parser -lpthread -lm \
     -o "$WORK/fuzz_proxy"
