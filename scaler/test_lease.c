@@ -30,79 +30,12 @@
 #include "test_fixtures.h"
 
 static char s_dir[] = "/tmp/tide-test-lease-XXXXXX";
-static int s_port;
-static pid_t s_redis = -1;
+static test_redis_t s_redis = {.port = 0, .pid = -1};
 static tide_config_t s_cfg;
-
-/* A port nobody listens on: from TIDE_TEST_PORT_BASE upwards, or one the kernel picks. */
-static int s_free_port(void)
-{
-    const char *base = getenv("TIDE_TEST_PORT_BASE");
-    int first = base ? atoi(base) : 0;
-    for (int p = first; p < (first ? first + 200 : 1); p++) {
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)p)};
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        socklen_t len = sizeof a;
-        if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-            getsockname(fd, (struct sockaddr *)&a, &len) == 0) {
-            close(fd);
-            return ntohs(a.sin_port);
-        }
-        close(fd);
-    }
-    return -1;
-}
 
 static redis_conn_t *s_conn(void)
 {
-    return redis_conn_new("127.0.0.1", s_port, 200, 500);
-}
-
-static void s_sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-/* Starts redis-server and waits (polling, bounded) until it answers PING. */
-static int s_start_redis(void)
-{
-    char port[16];
-    snprintf(port, sizeof port, "%d", s_port);
-    s_redis = fork();
-    if (s_redis == 0) {
-        int null = open("/dev/null", 1);
-        if (null >= 0) {
-            dup2(null, 1);
-            dup2(null, 2);
-        }
-        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
-               "--appendonly", "no", "--daemonize", "no", "--dir", s_dir, (char *)NULL);
-        _exit(127);
-    }
-    uint64_t until = clock_mono_ms() + 10000;
-    while (clock_mono_ms() < until) {
-        int status;
-        if (waitpid(s_redis, &status, WNOHANG) == s_redis) {
-            s_redis = -1;
-            return -1;
-        }
-        if (test_redis_ping(s_port))
-            return 0;
-        s_sleep_ms(50);
-    }
-    return -1;
-}
-
-static void s_stop_redis(void)
-{
-    if (s_redis > 0) {
-        kill(s_redis, SIGCONT); /* a test may have stopped it (SIGSTOP) and failed meanwhile */
-        kill(s_redis, SIGTERM);
-        waitpid(s_redis, NULL, 0);
-        s_redis = -1;
-    }
+    return redis_conn_new("127.0.0.1", s_redis.port, 200, 500);
 }
 
 static int setup(void **state)
@@ -113,12 +46,12 @@ static int setup(void **state)
         return 0; /* each test then fails with the reason */
     if (!mkdtemp(s_dir))
         return -1;
-    s_port = s_free_port();
-    if (s_port <= 0 || s_start_redis() != 0)
+    s_redis.port = test_free_port();
+    if (s_redis.port <= 0 || test_redis_start(&s_redis, s_dir) != 0)
         return -1;
     config_defaults(&s_cfg);
     snprintf(s_cfg.service, sizeof s_cfg.service, "t1");
-    s_cfg.redis.port = s_port;
+    s_cfg.redis.port = s_redis.port;
     s_cfg.redis.connect_timeout_ms = 200;
     s_cfg.redis.command_timeout_ms = 500;
     s_cfg.scaler.lease_ms = 600; /* renew every 200 ms, standby polls every 100 ms */
@@ -130,7 +63,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    s_stop_redis();
+    test_redis_stop(&s_redis);
     if (strstr(s_dir, "XXXXXX") == NULL) {
         char cmd[256];
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", s_dir);
@@ -142,7 +75,7 @@ static int teardown(void **state)
 
 #define REQUIRE_REDIS()                                                                            \
     do {                                                                                           \
-        if (s_redis <= 0)                                                                          \
+        if (s_redis.pid <= 0)                                                                      \
             fail_msg("redis-server did not start: run scripts/setup-deps");                        \
     } while (0)
 
@@ -176,7 +109,7 @@ static bool s_step_until(lease_t *l, lease_event_t want, uint64_t ms)
     while (clock_mono_ms() < until) {
         if (lease_step(l, clock_mono_ms()) == want)
             return true;
-        s_sleep_ms(20);
+        test_sleep_ms(20);
     }
     return false;
 }
@@ -201,7 +134,7 @@ static void test_one_leader_then_take_over(void **state)
     while (clock_mono_ms() < until) {
         assert_int_equal(lease_step(b, clock_mono_ms()), LEASE_NONE);
         assert_int_equal(lease_step(a, clock_mono_ms()), LEASE_NONE);
-        s_sleep_ms(20);
+        test_sleep_ms(20);
     }
     assert_false(lease_leading(b));
     assert_string_equal(lease_fence(b), "");
@@ -260,7 +193,7 @@ static void test_wipe_is_the_leaders_to_repair(void **state)
     while (!wiped && clock_mono_ms() - t0 < (uint64_t)s_cfg.scaler.lease_ms) {
         assert_int_equal(lease_step(b, clock_mono_ms()), LEASE_NONE);
         wiped = lease_step(a, clock_mono_ms()) == LEASE_WIPED;
-        s_sleep_ms(20);
+        test_sleep_ms(20);
     }
     assert_true(wiped);
     assert_true(clock_mono_ms() - t0 <= (uint64_t)s_cfg.scaler.lease_ms / 3 + 300);

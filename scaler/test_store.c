@@ -28,79 +28,12 @@
 #include "test_fixtures.h"
 
 static char s_dir[] = "/tmp/tide-test-store-XXXXXX";
-static int s_port;
-static pid_t s_redis = -1;
+static test_redis_t s_redis = {.port = 0, .pid = -1};
 static tide_config_t s_cfg;
-
-/* A port nobody listens on: from TIDE_TEST_PORT_BASE upwards, or one the kernel picks. */
-static int s_free_port(void)
-{
-    const char *base = getenv("TIDE_TEST_PORT_BASE");
-    int first = base ? atoi(base) : 0;
-    for (int p = first; p < (first ? first + 200 : 1); p++) {
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)p)};
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        socklen_t len = sizeof a;
-        if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-            getsockname(fd, (struct sockaddr *)&a, &len) == 0) {
-            close(fd);
-            return ntohs(a.sin_port);
-        }
-        close(fd);
-    }
-    return -1;
-}
 
 static redis_conn_t *s_conn(void)
 {
-    return redis_conn_new("127.0.0.1", s_port, 200, 500);
-}
-
-static void s_sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-/* Starts redis-server and waits (polling, bounded) until it answers PING. */
-static int s_start_redis(void)
-{
-    char port[16];
-    snprintf(port, sizeof port, "%d", s_port);
-    s_redis = fork();
-    if (s_redis == 0) {
-        int null = open("/dev/null", 1);
-        if (null >= 0) {
-            dup2(null, 1);
-            dup2(null, 2);
-        }
-        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
-               "--appendonly", "no", "--daemonize", "no", "--dir", s_dir, (char *)NULL);
-        _exit(127);
-    }
-    uint64_t until = clock_mono_ms() + 10000;
-    while (clock_mono_ms() < until) {
-        int status;
-        if (waitpid(s_redis, &status, WNOHANG) == s_redis) {
-            s_redis = -1;
-            return -1;
-        }
-        if (test_redis_ping(s_port))
-            return 0;
-        s_sleep_ms(50);
-    }
-    return -1;
-}
-
-static void s_stop_redis(void)
-{
-    if (s_redis > 0) {
-        kill(s_redis, SIGCONT); /* a test may have stopped it (SIGSTOP) and failed meanwhile */
-        kill(s_redis, SIGTERM);
-        waitpid(s_redis, NULL, 0);
-        s_redis = -1;
-    }
+    return redis_conn_new("127.0.0.1", s_redis.port, 200, 500);
 }
 
 static int setup(void **state)
@@ -111,12 +44,12 @@ static int setup(void **state)
         return 0; /* each test then fails with the reason */
     if (!mkdtemp(s_dir))
         return -1;
-    s_port = s_free_port();
-    if (s_port <= 0 || s_start_redis() != 0)
+    s_redis.port = test_free_port();
+    if (s_redis.port <= 0 || test_redis_start(&s_redis, s_dir) != 0)
         return -1;
     config_defaults(&s_cfg);
     snprintf(s_cfg.service, sizeof s_cfg.service, "t1");
-    s_cfg.redis.port = s_port;
+    s_cfg.redis.port = s_redis.port;
     s_cfg.redis.connect_timeout_ms = 200;
     s_cfg.redis.command_timeout_ms = 500;
     snprintf(s_cfg.app.host, sizeof s_cfg.app.host, "127.0.0.1");
@@ -127,7 +60,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    s_stop_redis();
+    test_redis_stop(&s_redis);
     if (strstr(s_dir, "XXXXXX") == NULL) {
         char cmd[256];
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", s_dir);
@@ -139,7 +72,7 @@ static int teardown(void **state)
 
 #define REQUIRE_REDIS()                                                                            \
     do {                                                                                           \
-        if (s_redis <= 0)                                                                          \
+        if (s_redis.pid <= 0)                                                                      \
             fail_msg("redis-server did not start: run scripts/setup-deps");                        \
     } while (0)
 
@@ -460,13 +393,13 @@ static void test_redis_down_then_back(void **state)
     uint64_t version = 0;
     assert_int_equal(store_write(st, rec, true, 1, &version), 0);
     uint64_t before = version;
-    s_stop_redis();
+    test_redis_stop(&s_redis);
     uint64_t t0 = clock_mono_ms();
     assert_int_equal(store_write(st, rec, true, 1, &version), -EIO);
     store_info_t info;
     assert_int_equal(store_load(st, rec, &info), -EIO);
     assert_true(clock_mono_ms() - t0 < 3000); /* timeouts, not a hang */
-    assert_int_equal(s_start_redis(), 0);
+    assert_int_equal(test_redis_start(&s_redis, s_dir), 0);
     /* a fresh, empty Redis: the store reconnects by itself, but the lease went with the data,
      * so the write is refused until the lease is there again */
     rec->n_pool = 2;
@@ -550,12 +483,12 @@ static void test_unresponsive_redis_held_off(void **state)
     assert_true(before > 0);
     redis_conn_t *c = s_conn(); /* connect 200 ms, command 500 ms */
     const char *ping[] = {"PING"};
-    assert_int_equal(kill(s_redis, SIGSTOP), 0);
+    assert_int_equal(kill(s_redis.pid, SIGSTOP), 0);
     uint64_t t0 = clock_mono_ms();
     for (int i = 0; i < 10; i++)
         assert_null(redis_conn_command(c, 1, ping));
     uint64_t took = clock_mono_ms() - t0;
-    assert_int_equal(kill(s_redis, SIGCONT), 0);
+    assert_int_equal(kill(s_redis.pid, SIGCONT), 0);
     /* Every connection waiting in the backlog since the SIGSTOP is accepted in the one accept
      * pass that sees c's: once the count shows c's, it shows them all. */
     long after = before;
@@ -569,7 +502,7 @@ static void test_unresponsive_redis_held_off(void **state)
     while (!r && clock_mono_ms() < deadline) {
         r = redis_conn_command(c, 1, ping);
         if (!r)
-            s_sleep_ms(50);
+            test_sleep_ms(50);
     }
     assert_non_null(r);
     freeReplyObject(r);
