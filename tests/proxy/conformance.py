@@ -382,15 +382,44 @@ def _read_response(sock, deadline):
     return int(m.group(1)), buf
 
 
+def _read_body(sock, raw, deadline, default_len):
+    """The body of the response whose first bytes are raw: read until its head has ended and
+    Content-Length bytes (default_len without one) followed, EOF or the deadline."""
+    def more(buf, enough):
+        while not enough(buf) and time.monotonic() < deadline:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                data = sock.recv(65536)
+            except (socket.timeout, ConnectionError):
+                break
+            if not data:
+                break
+            buf += data
+        return buf
+
+    raw = more(raw, lambda b: b"\r\n\r\n" in b)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    m = re.search(rb"\r\ncontent-length:\s*(\d+)", head, re.I)
+    n = int(m.group(1)) if m else default_len
+    return more(body, lambda b: len(b) >= n)[:n]
+
+
 def attack(port, raw, timeout):
-    """Sends raw on a fresh connection; returns the first status (or close / no answer)."""
+    """Sends raw on a fresh connection; returns the first status (or close / no answer). The
+    whole of that response is read first, so that the proxy is done with its upstream
+    connection (and has it back in its idle pool) before the victim comes: the victim then
+    meets the attack's upstream connection whatever the machine's speed."""
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     try:
         try:
             s.sendall(raw)
         except ConnectionError:
             pass  # refused mid-send: the answer (or the close) is read below
-        return _read_response(s, time.monotonic() + timeout)[0]
+        deadline = time.monotonic() + timeout
+        status, first = _read_response(s, deadline)
+        if isinstance(status, int):
+            _read_body(s, first, deadline, 0)
+        return status
     finally:
         s.close()
 
@@ -405,26 +434,9 @@ def victim(port, target, timeout):
         status, raw = _read_response(s, deadline)
         if not isinstance(status, int):
             return status
-        def more(buf, enough):
-            """buf plus what arrives until enough(buf), EOF or the deadline."""
-            while not enough(buf) and time.monotonic() < deadline:
-                s.settimeout(max(0.01, deadline - time.monotonic()))
-                try:
-                    data = s.recv(65536)
-                except (socket.timeout, ConnectionError):
-                    break
-                if not data:
-                    break
-                buf += data
-            return buf
-
-        raw = more(raw, lambda b: b"\r\n\r\n" in b)
-        head, _, body = raw.partition(b"\r\n\r\n")
-        m = re.search(rb"\r\ncontent-length:\s*(\d+)", head, re.I)
         want = b"answer to " + target
-        n = int(m.group(1)) if m else len(want)
-        body = more(body, lambda b: len(b) >= n)
-        if status == 200 and body[:n] == want:
+        body = _read_body(s, raw, deadline, len(want))
+        if status == 200 and body == want:
             return None
         return "%s %r" % (status, body[:60])
     finally:
@@ -487,10 +499,12 @@ def nginx_argv(tmp, port, upstream_port, timeout_s):
 def haproxy_argv(tmp, port, upstream_port, timeout_s):
     """HAProxy in http mode in front of 127.0.0.1:upstream_port; http-reuse always, so an idle
     server connection goes to the next client whichever it is (the way tide-proxy and nginx
-    share theirs)."""
+    share theirs); one thread, so there is one idle list (as tide-proxy and nginx here have one
+    worker each) and the victim meets the attack's connection however the threads race."""
     path = os.path.join(tmp, "haproxy.cfg")
     conf = ("global\n"
             "  maxconn 256\n"
+            "  nbthread 1\n"
             "defaults\n"
             "  mode http\n"
             "  option http-keep-alive\n"
