@@ -5,6 +5,10 @@ with autorestart, as deploy/supervisord.conf does, plus every instance the proce
 through its [include]. A daemon killed by a scenario is restarted by supervisord, as in
 production; the harness only ever signals PIDs that supervisorctl names.
 
+Two scalers are configured (`scalers:`, as deploy/tide-run.yml has them): tide-scaler and
+tide-scaler-b, the standby, which supervisord does not start until start_standby(); so the
+first scenarios run one scaler and the later ones a leader with a standby, on the same stack.
+
 census() is the "no orphan, no duplicate" check: every tide-sample-app process of the stack,
 who its parent is, and which name and port it runs as; a CensusWatch runs it all through a
 scenario, so an orphan or a duplicate that lives only for a moment is seen too."""
@@ -19,14 +23,16 @@ import xmlrpc.client
 
 from supervisor.xmlrpc import SupervisorTransport
 
-from harness import REPO, SANITIZER_MARKERS, Stack, binary, pid_alive
+from harness import REPO, SANITIZER_MARKERS, RawYaml, Stack, binary, free_port, pid_alive
 from supervised import Supervisor
 
 DAEMONS = ("tide-executor", "tide-metrics", "tide-scaler", "tide-proxy")
+STANDBY = "tide-scaler-b"  # the second scaler, started by start_standby()
 
 PROGRAM = """
 [program:{name}]
 command={bin} -c {config} --id {short}-chaos
+autostart={autostart}
 autorestart=true
 startsecs=1
 startretries=1000
@@ -67,8 +73,21 @@ class ChaosStack:
                       "job_deadline_ms": JOB_DEADLINE_MS})
         st = self.st
         extra = "".join(PROGRAM.format(name=d, bin=binary(d), config=st.config_path,
-                                       short=d.replace("tide-", ""), tmp=st.tmp)
+                                       short=d.replace("tide-", ""), tmp=st.tmp,
+                                       autostart="true")
                         for d in DAEMONS)
+        extra += PROGRAM.format(name=STANDBY, bin=binary("tide-scaler"), config=st.config_path,
+                                short=STANDBY.replace("tide-", ""), tmp=st.tmp,
+                                autostart="false")
+        # The scalers by their --id: tidectl, the proxy and tide-metrics use the list and reach
+        # whichever leads.
+        self.scaler_ids = {"scaler-chaos": "tide-scaler", "scaler-b-chaos": STANDBY}
+        st.cfg["scalers"] = RawYaml("[%s, %s]" % (
+            '{id: "scaler-chaos", control: "%s", events: "%s"}' % (
+                st.endpoint("scaler_control"), st.endpoint("scaler_events")),
+            '{id: "scaler-b-chaos", control: "tcp://127.0.0.1:%d", events: '
+            '"tcp://127.0.0.1:%d"}' % (free_port(), free_port())))
+        self.daemons = list(DAEMONS)  # what must be RUNNING (the standby, once started)
         self.sv = Supervisor(st, extra=extra)
         st.cfg["executor"]["supervisor_config"] = self.sv.conf
         st.write_config()
@@ -105,7 +124,30 @@ class ChaosStack:
     def daemons_running(self, procs=None):
         """True when every daemon is RUNNING under supervisord."""
         procs = self.processes() if procs is None else procs
-        return all(procs.get(d, ("",))[0] == "RUNNING" for d in DAEMONS)
+        return all(procs.get(d, ("",))[0] == "RUNNING" for d in self.daemons)
+
+    # ---- the scalers ----
+
+    def lease(self):
+        """(program, epoch) of the scaler holding the lease (tide:<svc>:leader is "<id>
+        <epoch>"), or (None, 0) when nobody holds it."""
+        v = self.st.redis.get(self.st.key("leader")) or ""
+        sid, _, epoch = v.partition(" ")
+        return (self.scaler_ids.get(sid), int(epoch)) if epoch.isdigit() else (None, 0)
+
+    def start_standby(self):
+        """Starts tide-scaler-b (once) and waits until it runs as the standby: tide-scaler still
+        holds the lease."""
+        if STANDBY in self.daemons:
+            return
+        r = self.sv.ctl("start", STANDBY, timeout=30)
+        assert "started" in r.stdout, "supervisorctl start %s: %r %r" % (
+            STANDBY, r.stdout, r.stderr)
+        self.daemons.append(STANDBY)
+        self.st.wait_until(lambda: self.pid(STANDBY) is not None, 10,
+                           "%s is RUNNING" % STANDBY, check_alive=False)
+        assert self.lease()[0] == "tide-scaler", \
+            "the standby's start moved the lease: %r" % (self.lease(),)
 
     def exits(self, program):
         """supervisord's "exited: PROGRAM (...)" notes, in order."""
@@ -207,7 +249,7 @@ class ChaosStack:
         st = self.st
         problems = list(self.problems)
         if self.sv.proc is not None and self.sv.proc.alive():
-            for d in reversed(DAEMONS):
+            for d in reversed(self.daemons):
                 r = self.sv.ctl("stop", d, timeout=30)
                 if "stopped" not in r.stdout and "not running" not in r.stdout:
                     problems.append("supervisorctl stop %s: %r %r" % (d, r.stdout, r.stderr))
@@ -225,7 +267,7 @@ class ChaosStack:
                 elif notes[-1] != "exit status 0":
                     problems.append("%s ended with %r on SIGTERM, expected exit status 0" % (
                         d, notes[-1]))
-            logs = [os.path.join(st.tmp, d + ".log") for d in DAEMONS]
+            logs = [os.path.join(st.tmp, d + ".log") for d in self.daemons]
             if os.path.isdir(self.sv.logs_dir):  # the instances' own
                 logs += [os.path.join(self.sv.logs_dir, f) for f in os.listdir(self.sv.logs_dir)]
             for path in logs:

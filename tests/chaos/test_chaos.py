@@ -23,8 +23,13 @@ later of: the last request that did not succeed, and the stack standing again.
 
 "Redis restarted empty": the scaler notices the lost epoch and rewrites count, pool and
 state (scaler/lease.c), above the pool version it knew; the proxies keep routing to their last
-pool meanwhile. The scaler scenarios run one scaler; SCALERS is where a "leader with a standby"
-topology goes (the standby itself is tested in tests/integration/test_lease.py).
+pool meanwhile.
+
+The scaler scenarios run twice (SCALERS): first with one scaler (the standby program is not
+started yet), then with tide-scaler-b started as the standby and the leader, whichever holds the
+lease, killed: the lease must move to a running scaler under a higher epoch (no write from the
+dead one's epoch can land after), with the scale up in flight taken over by its job id and run
+once.
 """
 
 import os
@@ -69,6 +74,7 @@ class Scenario:
     recovered: Callable = None      # (ctx) -> truthy when this fault is over (beyond steady)
     check: Callable = None          # (ctx, outcomes) -> None, asserts
     recovery_s: float = RECOVERY_S
+    prepare: Callable = None        # (chaos) -> None, run before the stack is waited for
 
 
 # ---- helpers -----------------------------------------------------------------------------
@@ -176,18 +182,59 @@ def metrics_serves(ctx):
     return new_pid("tide-metrics")(ctx) and status == 200
 
 
-# ---- the scaler (one; SCALERS names the topologies) ----
+# ---- the scaler, in the topologies of SCALERS ----
 
-# With a standby, "leader" is the scaler holding the lease; with one scaler it is that one.
-SCALERS = {"one scaler": lambda chaos: "tide-scaler"}
+@dataclass
+class Topology:
+    leader: Callable                # (chaos) -> the program to kill
+    prepare: Callable = None        # (chaos) -> None, sets the topology up
+
+
+def the_leader(chaos):
+    program, _ = chaos.lease()
+    assert program is not None and chaos.pid(program) is not None, \
+        "no running scaler holds the lease: %r" % (chaos.lease(),)
+    return program
+
+
+SCALERS = {
+    "one scaler": Topology(lambda chaos: "tide-scaler"),
+    "leader, with a standby": Topology(the_leader, prepare=lambda chaos: chaos.start_standby()),
+}
+
+
+def kill_scaler(ctx, topology):
+    """kill -9 of the topology's leader; notes which program and the lease's epoch."""
+    chaos = ctx.chaos
+    program = SCALERS[topology].leader(chaos)
+    ctx.notes["program"] = program
+    ctx.notes["epoch"] = chaos.lease()[1]
+    ctx.notes["killed"] = chaos.kill(program, signal.SIGKILL)
+    return time.monotonic()
 
 
 def kill_scaler_idle(topology):
     def fn(ctx):
         ctx.notes["instances"] = instance_pids(ctx.chaos)
-        ctx.notes["killed"] = ctx.chaos.kill(SCALERS[topology](ctx.chaos), signal.SIGKILL)
-        return time.monotonic()
+        return kill_scaler(ctx, topology)
     return fn
+
+
+def scaler_replaced(ctx):
+    """recovered(): the killed scaler runs again (supervisord restarted it) and a running
+    scaler holds the lease under an epoch above the dead one's (its fence: a write of the dead
+    one cannot land after)."""
+    chaos = ctx.chaos
+    pid = chaos.pid(ctx.notes["program"])
+    program, epoch = chaos.lease()
+    if pid is None or pid == ctx.notes["killed"] or program is None or \
+            chaos.pid(program) is None or epoch <= ctx.notes["epoch"]:
+        return False
+    if "took_over" not in ctx.notes:
+        ctx.notes["took_over"] = time.monotonic() - ctx.t_fault
+        print("\nthe lease moved to %s (epoch %d -> %d) %.1f s after kill -9 of %s" % (
+            program, ctx.notes["epoch"], epoch, ctx.notes["took_over"], ctx.notes["program"]))
+    return True
 
 
 def kill_scaler_in_scale_up(topology):
@@ -199,9 +246,8 @@ def kill_scaler_in_scale_up(topology):
         assert r.returncode == 0, "tidectl scale 3: %r %r" % (r.stdout, r.stderr)
         pb = chaos.st.wait_until(lambda: playbook_of(chaos, "scale_up"), 30,
                                  "the executor runs scale_up.yml", interval=0.05)
-        ctx.notes["killed"] = chaos.kill(SCALERS[topology](chaos), signal.SIGKILL)
         ctx.notes["playbook"] = pb
-        return time.monotonic()
+        return kill_scaler(ctx, topology)
     return fn
 
 
@@ -311,13 +357,16 @@ def no_daemon_exited(ctx, outcomes):
 
 # ---- the table ----
 
-def scaler_scenarios(topology):
+def scaler_scenarios(topology, count):
+    """The scaler scenarios of a topology, from count instances (the scale up goes to
+    count + 1)."""
+    prepare = SCALERS[topology].prepare
     return [
-        Scenario("kill -9 scaler (%s)" % topology, kill_scaler_idle(topology),
-                 recovered=new_pid("tide-scaler"), check=instances_untouched),
+        Scenario("kill -9 scaler (%s)" % topology, kill_scaler_idle(topology), count=count,
+                 recovered=scaler_replaced, check=instances_untouched, prepare=prepare),
         Scenario("kill -9 scaler in a scale up (%s)" % topology,
-                 kill_scaler_in_scale_up(topology), count=3,
-                 recovered=new_pid("tide-scaler"), check=one_scale_up),
+                 kill_scaler_in_scale_up(topology), count=count + 1,
+                 recovered=scaler_replaced, check=one_scale_up, prepare=prepare),
     ]
 
 
@@ -337,10 +386,11 @@ SCENARIOS = [
     Scenario("SIGSTOP redis %d s" % REDIS_STOP_S, stop_redis, recovery_s=30,
              check=no_daemon_exited),
     Scenario("redis restarted empty", restart_redis_empty, check=pool_version_went_up),
-] + [s for topology in SCALERS for s in scaler_scenarios(topology)] + [
+] + scaler_scenarios("one scaler", MIN) + [
+    # From the scale up's 3 back to 2, so the next topology's scale up has one to make.
     Scenario("kill -9 tide-executor in a scale down", kill_executor_in_scale_down,
              recovered=scale_down_done),
-]
+] + scaler_scenarios("leader, with a standby", MIN)
 
 
 @pytest.fixture(scope="module")
@@ -352,6 +402,8 @@ def expected():
 @pytest.mark.parametrize("sc", SCENARIOS, ids=[s.fault for s in SCENARIOS])
 def test_chaos(chaos, expected, sc):
     st = chaos.st
+    if sc.prepare is not None:
+        sc.prepare(chaos)
     chaos.wait_steady(expected["count"], 90, "the stack stands at %d before '%s'" % (
         expected["count"], sc.fault))
     ctx = Ctx(chaos)
