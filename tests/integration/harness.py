@@ -223,7 +223,7 @@ def pid_alive(pid):
         return False
 
 
-# ---- a tiny protobuf encoder (for hand-made valid and invalid messages) -----------------
+# ---- a tiny protobuf encoder and decoder (hand-made valid and invalid messages) ----------
 
 def pb_varint(n):
     out = bytearray()
@@ -250,6 +250,39 @@ def pb_field(num, value):
 
 def pb_header(sender="integration/test", seq=1):
     return pb_field(1, sender) + pb_field(2, seq) + pb_field(3, int(time.time() * 1000))
+
+
+def pb_fields(data):
+    """Top-level fields of a protobuf message, in order: [(number, value)], value an int
+    (varint) or bytes (length-delimited, fixed64, fixed32)."""
+    out, i = [], 0
+    while i < len(data):
+        key, i = _pb_read_varint(data, i)
+        num, wt = key >> 3, key & 7
+        if wt == 0:
+            v, i = _pb_read_varint(data, i)
+        elif wt == 2:
+            n, i = _pb_read_varint(data, i)
+            v, i = data[i:i + n], i + n
+        elif wt == 1:
+            v, i = data[i:i + 8], i + 8
+        elif wt == 5:
+            v, i = data[i:i + 4], i + 4
+        else:
+            raise ValueError("wire type %d" % wt)
+        out.append((num, v))
+    return out
+
+
+def _pb_read_varint(data, i):
+    n = shift = 0
+    while True:
+        b = data[i]
+        i += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return n, i
 
 
 def pb_contains_string(payload, text):

@@ -15,7 +15,7 @@ import time
 
 import zmq
 
-from harness import bus_secure, pb_field, pb_header
+from harness import bus_secure, pb_field, pb_fields, pb_header
 
 JOB_LIST, JOB_STATUS = 4, 5
 
@@ -25,38 +25,6 @@ JOB_LIST, JOB_STATUS = 4, 5
 def exec_request(kind, job_id, seq=1):
     return pb_field(1, pb_header("integration/refuses", seq)) + pb_field(2, kind) + \
         pb_field(3, job_id)
-
-
-def pb_fields(data):
-    """Top-level fields of a protobuf message: [(number, value)], value an int or bytes."""
-    out, i = [], 0
-    while i < len(data):
-        key, i = _varint(data, i)
-        num, wt = key >> 3, key & 7
-        if wt == 0:
-            v, i = _varint(data, i)
-        elif wt == 2:
-            n, i = _varint(data, i)
-            v, i = data[i:i + n], i + n
-        elif wt == 1:
-            v, i = data[i:i + 8], i + 8
-        elif wt == 5:
-            v, i = data[i:i + 4], i + 4
-        else:
-            raise ValueError("wire type %d" % wt)
-        out.append((num, v))
-    return out
-
-
-def _varint(data, i):
-    n = shift = 0
-    while True:
-        b = data[i]
-        i += 1
-        n |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            return n, i
 
 
 def exec_reply(frames):

@@ -323,34 +323,9 @@ def closed_by_peer(sock, timeout=3.0):
 def pb_decode(data):
     """{field number: [values]}: varints as int, length-delimited as bytes."""
     out = {}
-    i = 0
-    while i < len(data):
-        key, i = _varint(data, i)
-        num, wt = key >> 3, key & 7
-        if wt == 0:
-            v, i = _varint(data, i)
-        elif wt == 2:
-            n, i = _varint(data, i)
-            v, i = data[i:i + n], i + n
-        elif wt == 1:
-            v, i = data[i:i + 8], i + 8
-        elif wt == 5:
-            v, i = data[i:i + 4], i + 4
-        else:
-            raise ValueError("wire type %d" % wt)
+    for num, v in harness.pb_fields(data):
         out.setdefault(num, []).append(v)
     return out
-
-
-def _varint(data, i):
-    n = shift = 0
-    while True:
-        b = data[i]
-        i += 1
-        n |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            return n, i
 
 
 COUNTER_FIELDS = {1: "requests", 2: "status_1xx", 3: "status_2xx", 4: "status_3xx",
