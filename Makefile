@@ -27,15 +27,18 @@ build: $(BUILD_DIR)/CMakeCache.txt
 run: deps build
 	$(RUN_SCRIPT)
 
-# The chaos suite's table (tests/chaos), printed after ctest whether it passed or not.
+# The chaos suite's table (tests/chaos) and the rogue clients' (tests/integration/
+# test_rogue.py), printed after ctest whether it passed or not.
 CHAOS_TABLE = build-test/tests/chaos/chaos-table.txt
+ROGUE_TABLE = build-test/tests/integration/rogue-table.txt
 
 # The whole suite: unit, integration, chaos and e2e (real Docker) tests, built with ASan+UBSan.
 test: deps
 	$(MAKE) build BUILD_DIR=build-test SANITIZE=ON
-	rm -f $(CHAOS_TABLE)
+	rm -f $(CHAOS_TABLE) $(ROGUE_TABLE)
 	cd build-test && ctest --output-on-failure --timeout 600 $(CTEST_ARGS); \
-	    rc=$$?; [ ! -f ../$(CHAOS_TABLE) ] || cat ../$(CHAOS_TABLE); exit $$rc
+	    rc=$$?; for t in $(ROGUE_TABLE) $(CHAOS_TABLE); do [ ! -f ../$$t ] || cat ../$$t; done; \
+	    exit $$rc
 
 test-unit: deps
 	$(MAKE) build BUILD_DIR=build-test SANITIZE=ON

@@ -7,9 +7,13 @@ live instance and LIST jobs on executor.control, and subscribing to every publis
 scaler's state and bounds, Redis' count and pool, tide-metrics' proxies and dropped frames and
 the executor's jobs and instances stay as they were; each server logs the refused handshakes.
 A component's key that may not control (the proxy's) is answered with a refusal. The same
-forged frames sent with a key holder's key do show up: the rogue ones were refused, not lost."""
+forged frames sent with a key holder's key do show up: the rogue ones were refused, not lost.
+
+What each try got is written as a table to $TIDE_ROGUE_TABLE when set (ctest sets it to a
+file under the build directory, which `make test` prints)."""
 
 import os
+import re
 
 import zmq
 import zmq.auth
@@ -69,6 +73,21 @@ def picture(st):
     }
 
 
+ROWS = []  # (client, endpoint, what it tried, what it got)
+
+
+def write_table():
+    path = os.environ.get("TIDE_ROGUE_TABLE")
+    if not path:
+        return
+    head = ("client", "endpoint", "tried", "got")
+    widths = [max(len(r[i]) for r in [head] + ROWS) for i in range(len(head))]
+    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa
+    with open(path, "w") as f:
+        f.write("\n".join([line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] +
+                          [line(r) for r in ROWS]) + "\n")
+
+
 def ask(sock, frames, timeout_ms):
     sock.send_multipart(frames)
     return sock.recv_multipart() if sock.poll(timeout_ms) else None
@@ -98,17 +117,19 @@ def test_rogue_clients_change_nothing(make_stack):
             pub.connect(st.endpoint("stats"))
             socks.append(pub)
             # Requests: each on its own REQ (a REQ holds one request at a time).
-            reqs = [("scaler_control", "scaler", bounds_request(0, 0)),
-                    ("scaler_control", "scaler", pause_request()),
-                    ("executor_control", "executor",
+            reqs = [("scaler_control", "scaler", "bounds 0 0", bounds_request(0, 0)),
+                    ("scaler_control", "scaler", "pause", pause_request()),
+                    ("executor_control", "executor", "SCALE_DOWN %s" % name,
                      exec_request(2, "rogue-down-%s" % kind, (name, st.instance_port(name)))),
-                    ("executor_control", "executor", exec_request(4, "rogue-list-%s" % kind))]
-            for ep, server, frames in reqs:
+                    ("executor_control", "executor", "LIST",
+                     exec_request(4, "rogue-list-%s" % kind))]
+            for ep, server, what, frames in reqs:
                 s = rogue(ctx, st, kind, zmq.REQ, server)
                 s.connect(st.endpoint(ep))
                 socks.append(s)
                 assert ask(s, frames, 1500) is None, \
                     "%s rogue got an answer on %s" % (kind, ep)
+                ROWS.append((kind, ep, what, "no answer in 1.5 s"))
 
             def nothing_reached():
                 for msg in forged_stats():
@@ -119,6 +140,12 @@ def test_rogue_clients_change_nothing(make_stack):
                 return picture(st) == before or "changed: %r" % picture(st)
             # Long enough for several snapshots (500 ms) and proxy stats (250 ms) to go by.
             st.hold(nothing_reached, 3, "nothing from the %s rogue reaches tide" % kind)
+            ROWS.append((kind, "stats", "forged ProxyStats and garbage, 3 s",
+                         "not counted: metrics' proxies and dropped frames unchanged"))
+            for ep, _ in subs:
+                ROWS.append((kind, ep, "subscribe to everything, 3 s", "nothing received"))
+            ROWS.append((kind, "-", "all of the above",
+                         "state, bounds, pause, Redis count/pool/version, jobs: unchanged"))
 
         # Each server saw and logged the refused handshakes.
         for proc, who in ((st.metrics, "tide-metrics"), (st.scaler, "tide-scaler"),
@@ -139,6 +166,9 @@ def test_rogue_clients_change_nothing(make_stack):
             assert rep is not None, "no answer to the proxy's key on %s" % ep
             assert b"not allowed to control" in rep[1], \
                 "%s: the proxy's key must be refused: %r" % (ep, rep)
+            ROWS.append(("proxy's key", ep, "bounds 0 0" if server == "scaler" else "LIST",
+                         "refused: " + re.search(rb"not allowed to control[ -~]*",
+                                                 rep[1]).group(0).decode()))
         assert picture(st) == before, "a refused control request changed something"
 
         # Control: the same forged stats with the proxy's key are seen (a new proxy or a
@@ -154,7 +184,9 @@ def test_rogue_clients_change_nothing(make_stack):
             snap = metrics_snapshot(st)
             return snap.get("dropped_frames", 0) > before["dropped_frames"]
         st.wait_until(seen, 15, "tide-metrics counts the key holder's garbage stats")
+        ROWS.append(("proxy's key", "stats", "the same garbage stats", "counted as dropped"))
     finally:
         for s in socks:
             s.close(0)
         ctx.term()
+        write_table()
