@@ -37,7 +37,8 @@ from harness import (SANITIZER_MARKERS, WaitTimeout, _die_with_parent,  # noqa: 
                      binary, free_port, free_port_range, write_yaml)
 import harness  # noqa: E402
 
-BIN_DIR = os.environ.get("TIDE_BIN_DIR") or os.path.join(REPO, "build", "bin")
+# Absolute: the programs run with their stack's temp dir as working directory.
+BIN_DIR = os.path.abspath(os.environ.get("TIDE_BIN_DIR") or os.path.join(REPO, "build", "bin"))
 IMAGE = os.environ.get("TIDE_E2E_IMAGE", "tide-sample-app:e2e")
 APP_BUILD_DIR = os.environ.get("TIDE_E2E_BUILD_DIR") or os.path.join(REPO, "build-app-static")
 # Every stack's service is named e2e-<something>: containers of a crashed earlier run are found

@@ -29,7 +29,8 @@ import zmq.auth
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-BIN_DIR = os.environ.get("TIDE_BIN_DIR") or os.path.join(REPO, "build", "bin")
+# Absolute: the programs run with their stack's temp dir as working directory.
+BIN_DIR = os.path.abspath(os.environ.get("TIDE_BIN_DIR") or os.path.join(REPO, "build", "bin"))
 
 # Every daemon; the test asserts each exists before starting anything.
 DAEMONS = ("tide-proxy", "tide-metrics", "tide-scaler", "tide-fake-executor", "tide-executor")
